@@ -1,0 +1,109 @@
+"""DALI graphs: decode the union of a sample's frames once, split it into clips, augment each clip.
+
+All per-sample randomness arrives through `fn.external_source` (drawn in `sampling.py`), so the graphs are
+deterministic. Device "gpu": NVDEC ('mixed') decode and every op on the GPU; "cpu": the same graph on the
+CPU backend (VP8/VP9/MJPEG only). Outputs are float32 `(C, T, H, W)` per sample, ImageNet-normalized.
+"""
+from __future__ import annotations
+
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.auto_aug import rand_augment
+from nvidia.dali.auto_aug.core import select, signed_bin
+
+from pipelines import sampling
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+RA_FILL = 128  # DALI's default border for RandAugment's warps
+CUTOUT_FILL = [124, 116, 104]  # the ImageNet mean: zero after normalization, as in the Cutout paper
+
+# Names of the external_source outputs, in order, per pipeline kind. `source` is a callable returning one
+# list of per-sample numpy arrays per name (see loaders.py).
+UNLABELED_INPUTS = (
+    "encoded", "union", "p_order", "a_order",
+    "ps_x", "ps_y", "ps_flip", "ps_ra", "ps_cut_anchor", "ps_cut_shape",
+    "as_x", "as_y", "as_flip", "as_ra", "as_cut_anchor", "as_cut_shape",
+)
+UNLABELED_OUTPUTS = ("primary_weak", "primary_strong", "aux_weak", "aux_strong")
+LABELED_INPUTS = (
+    "encoded", "union", "p_order", "a_order",
+    "p_side", "p_x", "p_y", "p_flip", "a_side", "a_x", "a_y", "a_flip",
+)
+LABELED_OUTPUTS = ("primary", "aux")
+EVAL_INPUTS = ("encoded", "union", "order", "crop_pos")
+DECODE_INPUTS = ("encoded", "union")
+
+
+def _decode(encoded, union, device: str):
+    """All needed frames of each video, `(F, H, W, C)` uint8, sorted by frame index."""
+    return fn.decoders.video(encoded, frames=union, device="mixed" if device == "gpu" else "cpu")
+
+
+def _normalize(clip, crop_size: int | None = None, x=0.5, y=0.5, flip=0):
+    """Optional crop/flip, ImageNet normalization and `(F, H, W, C)` -> `(C, F, H, W)` float32."""
+    crop = {"crop": (crop_size, crop_size), "crop_pos_x": x, "crop_pos_y": y} if crop_size else {}
+    return fn.crop_mirror_normalize(
+        clip, **crop, mirror=flip, mean=MEAN, std=STD, dtype=types.FLOAT, output_layout="CFHW")
+
+
+def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_shape):
+    """Random crop + flip, RandAugment (`ra_ops` ops and magnitudes given per clip) and Cutout, then normalize."""
+    clip = fn.crop_mirror_normalize(
+        clip, crop=(crop_size, crop_size), crop_pos_x=x, crop_pos_y=y, mirror=flip,
+        dtype=types.UINT8, output_layout="FHWC")
+    suite = rand_augment.get_rand_augment_suite(use_shape=True)
+    assert len(suite) == sampling.RA_SUITE_SIZE, "DALI's RandAugment suite changed; update sampling.py"
+    for level in range(ra_ops):
+        magnitude = signed_bin(ra[level, 1], random_sign=ra[level, 2])
+        clip = select(
+            suite, ra[level, 0], data=clip, magnitude_bin=magnitude,
+            num_magnitude_bins=sampling.RA_NUM_BINS, shape=(crop_size, crop_size), fill_value=RA_FILL)
+    clip = fn.erase(clip, anchor=cut_anchor, shape=cut_shape, axis_names="HW", fill_value=CUTOUT_FILL)
+    return _normalize(clip)
+
+
+@pipeline_def(enable_conditionals=True)
+def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int, ra_ops: int):
+    """Outputs (primary_weak, primary_strong, aux_weak, aux_strong); weak and strong share frames.
+
+    Building it takes seconds per RandAugment op (AutoGraph traces DALI's conditional `select`).
+    """
+    i = dict(zip(UNLABELED_INPUTS, fn.external_source(source=source, num_outputs=len(UNLABELED_INPUTS), batch=True)))
+    frames = fn.resize(_decode(i["encoded"], i["union"], device), resize_shorter=short_side)
+    primary = fn.sequence_rearrange(frames, new_order=i["p_order"])
+    aux = fn.sequence_rearrange(frames, new_order=i["a_order"])
+    return (
+        _normalize(primary, crop_size),
+        _strong(primary, crop_size, ra_ops, *(i[f"ps_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
+        _normalize(aux, crop_size),
+        _strong(aux, crop_size, ra_ops, *(i[f"as_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
+    )
+
+
+@pipeline_def
+def labeled_pipeline(source, *, device: str, crop_size: int):
+    """Outputs (primary, aux): each clip with its own scale jitter, crop and flip."""
+    i = dict(zip(LABELED_INPUTS, fn.external_source(source=source, num_outputs=len(LABELED_INPUTS), batch=True)))
+    frames = _decode(i["encoded"], i["union"], device)
+    out = []
+    for b in ("p", "a"):
+        clip = fn.sequence_rearrange(frames, new_order=i[f"{b}_order"])
+        clip = fn.resize(clip, resize_shorter=i[f"{b}_side"])
+        out.append(_normalize(clip, crop_size, i[f"{b}_x"], i[f"{b}_y"], i[f"{b}_flip"]))
+    return tuple(out)
+
+
+@pipeline_def
+def eval_pipeline(source, *, device: str, crop_size: int, short_side: int, crops: int):
+    """`crops` outputs, each `(C, clips*T, H, W)`: the same frames cropped at `crop_pos[k] = (x, y)`."""
+    i = dict(zip(EVAL_INPUTS, fn.external_source(source=source, num_outputs=len(EVAL_INPUTS), batch=True)))
+    frames = fn.resize(_decode(i["encoded"], i["union"], device), resize_shorter=short_side)
+    clips = fn.sequence_rearrange(frames, new_order=i["order"])
+    return tuple(_normalize(clips, crop_size, i["crop_pos"][k, 0], i["crop_pos"][k, 1]) for k in range(crops))
+
+
+@pipeline_def
+def decode_pipeline(source, *, device: str):
+    """The decode floor for bench/: only the decoder, on the same frames, no augmentation."""
+    i = dict(zip(DECODE_INPUTS, fn.external_source(source=source, num_outputs=len(DECODE_INPUTS), batch=True)))
+    return _decode(i["encoded"], i["union"], device)

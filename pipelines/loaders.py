@@ -1,0 +1,365 @@
+"""Iterators over DALI pipeline runs that yield dicts of torch tensors (docs/ARCHITECTURE.md section 2).
+
+A loader computes each batch's samples in Python (`sampling.py`), feeds encoded file bytes and the
+per-sample parameters to its DALI pipeline through `external_source`, and copies the outputs into torch
+tensors on the training device. DALI prefetches ahead; the loader keeps the in-flight batches in order, so
+it knows which files a failing run was decoding.
+"""
+from __future__ import annotations
+
+import collections
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from pipelines import dali_pipelines as dp
+from pipelines import sampling
+from pipelines.dataset import DatasetError, VideoRecord, read_split, read_subset
+
+CPU_CODECS = ("vp8", "vp9", "mjpeg")
+
+
+def resolve_device(device: str | None) -> str:
+    """"gpu" | "cpu"; None picks gpu when CUDA is available."""
+    if device is None:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"device must be 'gpu', 'cpu' or None, got {device!r}")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise ValueError("device='gpu' but CUDA is not available; use device='cpu'")
+    return device
+
+
+def _check_clip(name: str, clip: tuple[int, int]) -> tuple[int, int]:
+    frames, stride = (int(v) for v in clip)
+    if frames < 1 or stride < 1:
+        raise ValueError(f"{name} must be (frames >= 1, stride >= 1), got {clip}")
+    return frames, stride
+
+
+def _diagnose(path: Path, device: str) -> str:
+    """A short reason why DALI may refuse this file (codec unsupported on CPU, or unreadable)."""
+    import av  # only on the error path
+
+    try:
+        with av.open(str(path)) as c:
+            codec = c.streams.video[0].codec_context.name
+    except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis
+        return f"unreadable container ({type(e).__name__}: {e})"
+    if device == "cpu" and codec not in CPU_CODECS:
+        return f"codec {codec} needs device='gpu'; the CPU backend decodes {'/'.join(CPU_CODECS)} only"
+    return f"codec {codec}"
+
+
+class _Runner:
+    """Owns one DALI pipeline fed by `make_batch()` and converts its outputs to torch tensors."""
+
+    def __init__(self, build: Callable[[Callable], Any], make_batch: Callable[[], list], pack: Callable,
+                 device: str):
+        self.device = device
+        self._make_batch, self._pack = make_batch, pack
+        self.inflight: collections.deque = collections.deque()
+        with warnings.catch_warnings():
+            # DALI's auto_aug still calls fn.experimental aliases; unused RandAugment inputs when ra_ops=0
+            warnings.filterwarnings("ignore", message=".*fn.experimental.*deprecated")
+            warnings.filterwarnings("ignore", message=".*outputs at the indices.*are not used")
+            self.pipe = build(self._source)
+            self.pipe.build()
+
+    def _source(self):
+        batch = self._make_batch()  # raises StopIteration at the end of a finite loader
+        self.inflight.append(batch)
+        return self._pack(batch)
+
+    def run(self) -> tuple[list[torch.Tensor], list]:
+        """Outputs of the oldest in-flight batch, as torch tensors, and that batch's samples."""
+        try:
+            outs = self.pipe.run()
+        except StopIteration:
+            raise
+        except Exception as e:
+            raise self._decode_error(e) from None
+        batch = self.inflight.popleft()
+        return [self._to_torch(o) for o in outs], batch
+
+    def _to_torch(self, out) -> torch.Tensor:
+        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+        t = out.as_tensor()
+        if self.device == "gpu":
+            dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
+            return feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
+        return feed_ndarray(t, torch.empty(t.shape(), dtype=to_torch_type[t.dtype]))
+
+    def _decode_error(self, err: Exception) -> DatasetError:
+        """Name the file DALI failed on: re-decode each in-flight sample alone to find it."""
+        records = [s.record for batch in self.inflight for s in batch]
+        unions = [_union_of(s) for batch in self.inflight for s in batch]
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and "Critical error" not in ln]
+        first_line = lines[0] if lines else type(err).__name__
+        for rec, union in zip(records, unions):
+            if not _decodes(rec.path, union, self.device):
+                return DatasetError(
+                    f"{rec.path}: cannot be decoded ({_diagnose(rec.path, self.device)}; DALI: {first_line[:200]});"
+                    " rerun preprocess on this dataset")
+        names = ", ".join(str(r.path) for r in records[:8])
+        return DatasetError(f"DALI failed on a batch of {names}: {first_line[:300]}; rerun preprocess if a file is bad")
+
+
+def _union_of(sample) -> np.ndarray:
+    if isinstance(sample, sampling.TrainSample):
+        return sampling.union_positions(sample.primary_indices, sample.aux_indices)[0]
+    return sampling.union_positions(sample.indices.reshape(-1))[0]
+
+
+def _decodes(path: Path, union: np.ndarray, device: str) -> bool:
+    """Whether DALI decodes these frames of this one file (used only to locate a failure)."""
+    def source():
+        return [np.fromfile(path, np.uint8)], [union.astype(np.int32)]
+
+    pipe = dp.decode_pipeline(source, device=device, batch_size=1, num_threads=1, **_pipe_device(device),
+                              prefetch_queue_depth=1)
+    try:
+        pipe.build()
+        pipe.run()
+        return True
+    except Exception:  # noqa: BLE001 - failure is the answer
+        return False
+    finally:
+        del pipe
+
+
+def _pipe_device(device: str) -> dict:
+    return {"device_id": torch.cuda.current_device() if device == "gpu" else None}
+
+
+def _scalar(v, dtype) -> np.ndarray:
+    return np.array(v, dtype=dtype)
+
+
+def _pack_train(batch: list[sampling.TrainSample], labeled: bool) -> tuple[list, ...]:
+    """Per-sample arrays for the external_source of the labeled / unlabeled pipeline, in input order."""
+    names = dp.LABELED_INPUTS if labeled else dp.UNLABELED_INPUTS
+    cols: dict[str, list] = {n: [] for n in names}
+    for s in batch:
+        union, (p_order, a_order) = sampling.union_positions(s.primary_indices, s.aux_indices)
+        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
+        cols["union"].append(union)
+        cols["p_order"].append(p_order)
+        cols["a_order"].append(a_order)
+        if labeled:
+            for b, view in (("p", s.views["primary"]), ("a", s.views["aux"])):
+                cols[f"{b}_side"].append(_scalar(view.short_side, np.float32))
+                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
+                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
+                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
+        else:
+            for b, view in (("ps", s.views["primary_strong"]), ("as", s.views["aux_strong"])):
+                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
+                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
+                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
+                cols[f"{b}_ra"].append(view.ra)
+                cy, cx, h, w = view.cutout
+                cols[f"{b}_cut_anchor"].append(np.array([cy, cx], np.float32))
+                cols[f"{b}_cut_shape"].append(np.array([h, w], np.float32))
+    return tuple(cols[n] for n in names)
+
+
+class TrainLoader:
+    """Infinite iterator of training batches (dicts of `(N, C, T, H, W)` float tensors), epoch by epoch.
+
+    `len(loader)` is batches per epoch for this rank; `loader.epoch` is the epoch of the next batch;
+    `state_dict()` / `load_state_dict()` save and restore (epoch, position) exactly.
+    """
+
+    def __init__(self, records: list[VideoRecord], *, labeled: bool, batch_size: int, device: str | None,
+                 seed: int, rank: int, world_size: int, primary: tuple[int, int], aux: tuple[int, int],
+                 time_offset: float, crop_size: int, short_side: int, with_indices: bool, num_threads: int,
+                 drop_last: bool, ra_ops: int = sampling.RA_NUM_OPS):
+        if not records:
+            raise DatasetError(f"no {'labeled' if labeled else 'unlabeled'} videos to load")
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
+        if crop_size > short_side:
+            raise ValueError(f"crop_size {crop_size} must not exceed short_side {short_side}")
+        if ra_ops < 0:
+            raise ValueError(f"ra_ops must be >= 0, got {ra_ops}")
+        self.plan = sampling.TrainPlan(
+            records, labeled, batch_size, seed, rank, world_size, _check_clip("primary", primary),
+            _check_clip("aux", aux), float(time_offset), crop_size, short_side, drop_last, ra_ops)
+        self.device = resolve_device(device)
+        self.with_indices, self.num_threads = with_indices, num_threads
+        self._epoch = self._position = 0  # of the next batch to yield
+        self._feed = (0, 0)  # of the next batch to feed DALI (runs ahead by the prefetch depth)
+        self._slots: tuple[int, list] = (-1, [])
+        self._runner: _Runner | None = None
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "position": self._position, "seed": self.plan.seed,
+                "num_videos": len(self.plan.records), "world_size": self.plan.world_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        n = len(self.plan.records)
+        if state.get("num_videos", n) != n:
+            raise ValueError(f"loader state is for {state['num_videos']} videos, this set has {n}")
+        self._epoch, self._position = int(state["epoch"]), int(state["position"])
+        self._runner = None  # its prefetched batches belong to the old position
+
+    def _next_feed(self) -> list[sampling.TrainSample]:
+        epoch, pos = self._feed
+        if self._slots[0] != epoch:
+            self._slots = (epoch, self.plan.epoch_samples(epoch))
+        batch = self.plan.batch(epoch, pos, self._slots[1])
+        self._feed = (epoch, pos + 1) if pos + 1 < len(self) else (epoch + 1, 0)
+        return batch
+
+    def _build(self) -> _Runner:
+        p = self.plan
+        common = dict(batch_size=p.batch_size, num_threads=self.num_threads, **_pipe_device(self.device),
+                      device=self.device, crop_size=p.crop_size)
+        if p.labeled:
+            build = lambda src: dp.labeled_pipeline(src, **common)  # noqa: E731
+        else:
+            build = lambda src: dp.unlabeled_pipeline(src, short_side=p.short_side, ra_ops=p.ra_ops, **common)  # noqa: E731
+        runner = _Runner(build, self._next_feed, lambda b: _pack_train(b, p.labeled), self.device)
+        return runner
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._runner is None:
+            self._feed = (self._epoch, self._position)
+            self._runner = self._build()
+        outs, batch = self._runner.run()
+        names = dp.LABELED_OUTPUTS if self.plan.labeled else dp.UNLABELED_OUTPUTS
+        result = dict(zip(names, outs))
+        dev = outs[0].device
+        result["label"] = torch.tensor([s.record.label for s in batch], dtype=torch.int64, device=dev)
+        if self.with_indices:
+            result["primary_indices"] = torch.from_numpy(np.stack([s.primary_indices for s in batch])).to(dev)
+            result["aux_indices"] = torch.from_numpy(np.stack([s.aux_indices for s in batch])).to(dev)
+        self._position += 1
+        if self._position >= len(self):
+            self._epoch, self._position = self._epoch + 1, 0
+        return result
+
+
+class EvalSample:
+    """One eval video: `indices` `(clips, T)` and crop positions `(crops, 2)` as (x, y) in [0, 1]."""
+
+    def __init__(self, record: VideoRecord, indices: np.ndarray, crop_pos: np.ndarray):
+        self.record, self.indices, self.crop_pos = record, indices, crop_pos
+
+
+def eval_crop_positions(record: VideoRecord, crops: int) -> np.ndarray:
+    """`(crops, 2)` (x, y): spread along the long side (left/center/right or top/center/bottom)."""
+    along = np.linspace(0.0, 1.0, crops) if crops > 1 else np.array([0.5])
+    center = np.full_like(along, 0.5)
+    xy = (along, center) if record.width >= record.height else (center, along)
+    return np.stack(xy, axis=1).astype(np.float32)
+
+
+class EvalLoader:
+    """One pass over a subset: dicts with `video` `(N, clips*crops, C, T, H, W)` (view = clip * crops + crop)."""
+
+    def __init__(self, records: list[VideoRecord], *, batch_size: int, device: str | None, clips: int, crops: int,
+                 crop_size: int, short_side: int, with_indices: bool, frames: int, stride: int, rank: int,
+                 world_size: int, num_threads: int):
+        if crop_size > short_side:
+            raise ValueError(f"crop_size {crop_size} must not exceed short_side {short_side}")
+        if clips < 1 or crops < 1 or batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError("need clips, crops, batch_size >= 1 and 0 <= rank < world_size")
+        self.records = records[rank::world_size]  # disjoint and covering; no padding, so metrics stay exact
+        self.batch_size, self.device = batch_size, resolve_device(device)
+        self.clips, self.crops, self.crop_size, self.short_side = clips, crops, crop_size, short_side
+        self.frames, self.stride = _check_clip("eval clip", (frames, stride))
+        self.with_indices, self.num_threads = with_indices, num_threads
+
+    def __len__(self) -> int:
+        return -(-len(self.records) // self.batch_size)
+
+    def samples(self) -> list[EvalSample]:
+        return [EvalSample(r, sampling.eval_indices(r.num_frames, self.clips, self.frames, self.stride),
+                           eval_crop_positions(r, self.crops)) for r in self.records]
+
+    @staticmethod
+    def _pack(batch: list[EvalSample]) -> tuple[list, ...]:
+        cols: dict[str, list] = {n: [] for n in dp.EVAL_INPUTS}
+        for s in batch:
+            union, (order,) = sampling.union_positions(s.indices.reshape(-1))
+            cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
+            cols["union"].append(union)
+            cols["order"].append(order)
+            cols["crop_pos"].append(s.crop_pos)
+        return tuple(cols[n] for n in dp.EVAL_INPUTS)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        samples = self.samples()
+        batches = iter([samples[i : i + self.batch_size] for i in range(0, len(samples), self.batch_size)])
+
+        def build(src):
+            return dp.eval_pipeline(src, device=self.device, crop_size=self.crop_size, short_side=self.short_side,
+                                    crops=self.crops, batch_size=self.batch_size, num_threads=self.num_threads,
+                                    **_pipe_device(self.device))
+
+        runner = _Runner(build, lambda: next(batches), self._pack, self.device)
+        for _ in range(len(self)):
+            outs, batch = runner.run()
+            # each output: (N, C, clips*T, H, W) -> (N, clips, crops, C, T, H, W) -> (N, V, C, T, H, W)
+            n, c, _, h, w = outs[0].shape
+            video = torch.stack(outs, dim=1).view(n, self.crops, c, self.clips, self.frames, h, w)
+            video = video.permute(0, 3, 1, 2, 4, 5, 6).reshape(n, self.clips * self.crops, c, self.frames, h, w)
+            result = {"video": video, "label": torch.tensor([s.record.label for s in batch], device=video.device)}
+            if self.with_indices:
+                result["indices"] = torch.from_numpy(np.stack([s.indices for s in batch])).to(video.device)
+            yield result
+        del runner
+
+
+def _train_loader(root, labeled: bool, *, split: str, batch_size: int, device: str | None = None, seed: int = 0,
+                  rank: int = 0, world_size: int = 1, primary=(8, 8), aux=(16, 4), time_offset: float = 0.0,
+                  crop_size: int = 224, short_side: int = 256, with_indices: bool = False, num_threads: int = 2,
+                  drop_last: bool = True, ra_ops: int = sampling.RA_NUM_OPS) -> TrainLoader:
+    labeled_set, unlabeled_set = read_split(root, split)
+    return TrainLoader(
+        labeled_set if labeled else unlabeled_set, labeled=labeled, batch_size=batch_size, device=device, seed=seed,
+        rank=rank, world_size=world_size, primary=primary, aux=aux, time_offset=time_offset, crop_size=crop_size,
+        short_side=short_side, with_indices=with_indices, num_threads=num_threads, drop_last=drop_last,
+        ra_ops=ra_ops)
+
+
+def unlabeled_loader(root: str | Path, **kwargs) -> TrainLoader:
+    """Unlabeled videos of `split` (train.csv minus splits/{split}.txt), infinite.
+
+    Yields `primary_weak`, `primary_strong` `(N, C, T_p, H, W)`, `aux_weak`, `aux_strong` `(N, C, T_a, H, W)`
+    float32 normalized, `label` `(N,)` int64 (telemetry only); with_indices adds `primary_indices` `(N, T_p)`
+    and `aux_indices` `(N, T_a)`. Keyword arguments as in docs/ARCHITECTURE.md section 2, plus `ra_ops`
+    (RandAugment ops per strong clip, default 2 as FixMatch; 0 keeps crop, flip and Cutout only).
+    """
+    return _train_loader(root, False, **kwargs)
+
+
+def labeled_loader(root: str | Path, **kwargs) -> TrainLoader:
+    """Labeled videos of `split`, infinite: `primary` `(N, C, T_p, H, W)`, `aux` `(N, C, T_a, H, W)`, `label`."""
+    return _train_loader(root, True, **kwargs)
+
+
+def eval_loader(root: str | Path, *, subset: str = "val", batch_size: int, device: str | None = None,
+                clips: int = 10, crops: int = 3, crop_size: int = 256, short_side: int = 256,
+                with_indices: bool = False, frames: int = 8, stride: int = 8, rank: int = 0, world_size: int = 1,
+                num_threads: int = 2) -> EvalLoader:
+    """One pass over `{subset}.csv`: `video` `(N, clips*crops, C, T, H, W)`, `label` `(N,)`; `indices` `(N, clips, T)`."""
+    return EvalLoader(read_subset(root, subset), batch_size=batch_size, device=device, clips=clips, crops=crops,
+                      crop_size=crop_size, short_side=short_side, with_indices=with_indices, frames=frames,
+                      stride=stride, rank=rank, world_size=world_size, num_threads=num_threads)

@@ -1,0 +1,137 @@
+"""The baseline users would write (mmaction2-style): PyAV decode + torchvision.transforms.v2 in a DataLoader.
+
+It reads the same frames and uses the same crop/flip/scale/Cutout draws as the DALI loaders (both come from
+`sampling.py`), so it is an independent check of the DALI path, and it is the baseline of bench/loader.py.
+RandAugment is torchvision's own (`v2.RandAugment`, its own RNG), as a user's pipeline would have it.
+Yields the same dicts as the DALI loaders, on the CPU.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from pipelines import sampling
+from pipelines.dataset import read_split
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+CUTOUT_FILL = torch.tensor([124, 116, 104], dtype=torch.uint8).view(3, 1, 1)
+
+
+def decode_frames(path: Path, frames: np.ndarray, fps: float) -> torch.Tensor:
+    """`(len(frames), 3, H, W)` uint8 RGB: seek to the keyframe before the first wanted frame, decode forward."""
+    wanted = sorted(set(int(i) for i in frames))
+    got: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        base = stream.start_time or 0
+        container.seek(base + int(wanted[0] / fps / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            i = int(round((frame.pts - base) * stream.time_base * fps))
+            if i in wanted:  # convert only the frames we need
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= wanted[-1]:
+                break
+    if not got:
+        raise RuntimeError(f"{path}: no frames decoded; rerun preprocess")
+    top = max(got)  # num_frames overstated: repeat the last frame, like the clamping rule
+    try:
+        out = np.stack([got[min(int(i), top)] for i in frames])
+    except KeyError as e:
+        raise RuntimeError(f"{path}: frame {e} not decoded; rerun preprocess") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def _resize_crop(clip: torch.Tensor, view: sampling.View, crop: int) -> torch.Tensor:
+    """Short side to `view.short_side`, crop at the normalized anchor, optional flip; `(T, 3, c, c)` uint8."""
+    clip = F.resize(clip, [int(round(view.short_side))], antialias=True)
+    h, w = clip.shape[-2:]
+    # half away from zero, like DALI's crop rounding (Python's round() would go to even)
+    top, left = math.floor(view.y * (h - crop) + 0.5), math.floor(view.x * (w - crop) + 0.5)
+    clip = F.crop(clip, top, left, crop, crop)
+    return F.horizontal_flip(clip) if view.flip else clip
+
+
+def _normalize(clip: torch.Tensor) -> torch.Tensor:
+    """`(T, 3, H, W)` uint8 -> `(3, T, H, W)` float32, ImageNet-normalized."""
+    clip = F.normalize(F.to_dtype(clip, torch.float32, scale=True), MEAN, STD)
+    return clip.permute(1, 0, 2, 3).contiguous()
+
+
+def _strong(clip: torch.Tensor, view: sampling.View, crop: int, ra_ops: int) -> torch.Tensor:
+    clip = _resize_crop(clip, view, crop)
+    if ra_ops:
+        clip = v2.RandAugment(num_ops=ra_ops, magnitude=int(np.random.randint(0, 31)))(clip)
+    y, x, h, w = (int(v) for v in view.cutout)
+    clip = clip.clone()
+    clip[..., y : y + h, x : x + w] = CUTOUT_FILL
+    return _normalize(clip)
+
+
+class _EpochDataset(Dataset):
+    """Item j = sample j of one epoch of a TrainPlan, as a dict of `(3, T, H, W)` tensors."""
+
+    def __init__(self, plan: sampling.TrainPlan, epoch: int, with_indices: bool):
+        self.plan, self.epoch, self.with_indices = plan, epoch, with_indices
+        self.slots = plan.epoch_samples(epoch)[: len(plan) * plan.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        p = self.plan
+        s = p.sample(self.epoch, *self.slots[j])
+        union, (p_pos, a_pos) = sampling.union_positions(s.primary_indices, s.aux_indices)
+        frames = decode_frames(s.record.path, union, s.record.fps)
+        primary, aux = frames[torch.from_numpy(p_pos).long()], frames[torch.from_numpy(a_pos).long()]
+        if p.labeled:
+            out = {"primary": _normalize(_resize_crop(primary, s.views["primary"], p.crop_size)),
+                   "aux": _normalize(_resize_crop(aux, s.views["aux"], p.crop_size))}
+        else:
+            out = {}
+            for name, clip in (("primary", primary), ("aux", aux)):
+                out[f"{name}_weak"] = _normalize(_resize_crop(clip, s.views[f"{name}_weak"], p.crop_size))
+                out[f"{name}_strong"] = _strong(clip, s.views[f"{name}_strong"], p.crop_size, p.ra_ops)
+        out["label"] = torch.tensor(s.record.label, dtype=torch.int64)
+        if self.with_indices:
+            out["primary_indices"] = torch.from_numpy(s.primary_indices)
+            out["aux_indices"] = torch.from_numpy(s.aux_indices)
+        return out
+
+
+class ReferenceLoader:
+    """Infinite iterator over epochs of a TrainPlan with a torch DataLoader of `num_workers` processes."""
+
+    def __init__(self, plan: sampling.TrainPlan, *, num_workers: int = 2, with_indices: bool = False):
+        self.plan, self.num_workers, self.with_indices = plan, num_workers, with_indices
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            data = _EpochDataset(self.plan, self.epoch, self.with_indices)
+            yield from DataLoader(data, batch_size=self.plan.batch_size, num_workers=self.num_workers,
+                                  persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+            self.epoch += 1
+
+
+def reference_loader(root: str | Path, *, split: str, labeled: bool, batch_size: int, seed: int = 0, rank: int = 0,
+                     world_size: int = 1, primary=(8, 8), aux=(16, 4), time_offset: float = 0.0,
+                     crop_size: int = 224, short_side: int = 256, with_indices: bool = False, num_workers: int = 2,
+                     drop_last: bool = True, ra_ops: int = sampling.RA_NUM_OPS) -> ReferenceLoader:
+    """Reference twin of `labeled_loader` / `unlabeled_loader` (same batches of frames, CPU tensors)."""
+    labeled_set, unlabeled_set = read_split(root, split)
+    plan = sampling.TrainPlan(labeled_set if labeled else unlabeled_set, labeled, batch_size, seed, rank, world_size,
+                              tuple(primary), tuple(aux), float(time_offset), crop_size, short_side, drop_last, ra_ops)
+    return ReferenceLoader(plan, num_workers=num_workers, with_indices=with_indices)

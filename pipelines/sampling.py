@@ -1,0 +1,205 @@
+"""Which frames and which augmentation parameters each sample gets: pure functions of (seed, epoch, slot).
+
+Shared by the DALI loaders and the reference loader, so both see the same frames. Every random draw is
+made here in Python (none inside the DALI graph), which makes a batch a pure function of the loader's
+seed, epoch and position: resuming from `state_dict()` reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.dataset import VideoRecord
+
+# Streams of the per-sample RNG, so that labeled and unlabeled draws never coincide.
+TAG_UNLABELED, TAG_LABELED = 1, 2
+# DALI's RandAugment suite (get_rand_augment_suite) has 14 operations; FixMatch's RA setting applies
+# 2 of them with a magnitude drawn uniformly per operation (`ra_ops` can change the 2; 0 disables RA).
+RA_SUITE_SIZE = 14
+RA_NUM_OPS = 2
+RA_NUM_BINS = 31
+CUTOUT_MAX = 0.5  # FixMatch: a square of side U(0, 0.5] x crop size
+SCALE_JITTER = (1.0, 1.25)  # SlowFast's [256, 320] short side, as a ratio of short_side
+
+
+def clip_indices(start: int, frames: int, stride: int, num_frames: int) -> np.ndarray:
+    """`frames` indices from `start` every `stride`, clamped to the video: a short video repeats its last frame."""
+    return np.minimum(start + stride * np.arange(frames), num_frames - 1).astype(np.int64)
+
+
+def window_starts(
+    rng: np.random.Generator, num_frames: int, fps: float, primary: tuple[int, int], aux: tuple[int, int],
+    time_offset: float,
+) -> tuple[int, int]:
+    """Start frames of the primary and auxiliary windows (each `frames * stride` long).
+
+    The primary starts uniformly in the video; the auxiliary at primary + delta, delta ~ U[-t, t] seconds
+    (rounded to frames), clamped so that its window stays inside the video when it fits.
+    """
+    p_start = int(rng.integers(0, max(0, num_frames - primary[0] * primary[1]) + 1))
+    delta = round(rng.uniform(-time_offset, time_offset) * fps) if time_offset > 0 else 0
+    a_start = min(max(p_start + delta, 0), max(0, num_frames - aux[0] * aux[1]))
+    return p_start, a_start
+
+
+def eval_indices(num_frames: int, clips: int, frames: int, stride: int) -> np.ndarray:
+    """`(clips, frames)` indices: clip starts spread evenly from frame 0 to the last full window."""
+    last = max(0, num_frames - frames * stride)
+    starts = np.rint(np.linspace(0, last, clips)).astype(np.int64) if clips > 1 else np.array([last // 2])
+    return np.stack([clip_indices(int(s), frames, stride, num_frames) for s in starts])
+
+
+def union_positions(*clips: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sorted unique frames to decode once, and for each clip the positions of its frames in that union."""
+    union, inverse = np.unique(np.concatenate(clips), return_inverse=True)
+    bounds = np.cumsum([0] + [len(c) for c in clips])
+    return union.astype(np.int32), [inverse[a:b].astype(np.int32) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class View:
+    """Per-clip augmentation parameters (one draw, applied to every frame of the clip).
+
+    `short_side`: resize target of the frame's short side; `x`, `y`: crop anchor in [0, 1] of the free
+    range (0.5 = center); `flip`: horizontal flip; `ra`: `(ra_ops, 3)` int32 rows (op id, magnitude
+    bin, negate) or None; `cutout`: (y, x, h, w) in pixels of the crop, or None.
+    """
+
+    short_side: float
+    x: float = 0.5
+    y: float = 0.5
+    flip: bool = False
+    ra: np.ndarray | None = None
+    cutout: tuple[float, float, float, float] | None = None
+
+
+def weak_view(short_side: int) -> View:
+    """Resize the short side, center crop."""
+    return View(float(short_side))
+
+
+def standard_view(rng: np.random.Generator, short_side: int) -> View:
+    """Labeled (SlowFast-style): short-side scale jitter, random crop, horizontal flip."""
+    s = short_side * rng.uniform(*SCALE_JITTER)
+    return View(float(s), float(rng.random()), float(rng.random()), bool(rng.random() < 0.5))
+
+
+def strong_view(rng: np.random.Generator, short_side: int, crop_size: int, ra_ops: int = RA_NUM_OPS) -> View:
+    """Random crop + flip at the weak scale, then RandAugment (`ra_ops` ops, random magnitudes) and Cutout."""
+    x, y, flip = float(rng.random()), float(rng.random()), bool(rng.random() < 0.5)
+    ra = np.stack([
+        rng.integers(0, RA_SUITE_SIZE, ra_ops),
+        rng.integers(0, RA_NUM_BINS, ra_ops),
+        rng.integers(0, 2, ra_ops),
+    ], axis=1).astype(np.int32).reshape(ra_ops, 3)
+    side = max(1.0, math.floor(rng.uniform(0.0, CUTOUT_MAX) * crop_size))
+    cy, cx = (float(rng.integers(0, crop_size - int(side) + 1)) for _ in range(2))
+    return View(float(short_side), x, y, flip, ra, (cy, cx, side, side))
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """Everything needed to produce one training sample, independent of the backend."""
+
+    record: VideoRecord
+    primary_indices: np.ndarray  # (T_p,)
+    aux_indices: np.ndarray  # (T_a,)
+    views: dict[str, View]  # unlabeled: primary_weak/strong, aux_weak/strong; labeled: primary, aux
+
+
+def sample_rng(seed: int, tag: int, epoch: int, key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, tag, epoch, key])
+
+
+def draw_train_sample(
+    record: VideoRecord, rng: np.random.Generator, *, labeled: bool, primary: tuple[int, int],
+    aux: tuple[int, int], time_offset: float, crop_size: int, short_side: int, ra_ops: int = RA_NUM_OPS,
+) -> TrainSample:
+    """Frames and views of one training sample, in a fixed draw order."""
+    p_start, a_start = window_starts(rng, record.num_frames, record.fps, primary, aux, time_offset)
+    p_idx = clip_indices(p_start, *primary, record.num_frames)
+    a_idx = clip_indices(a_start, *aux, record.num_frames)
+    if labeled:
+        views = {"primary": standard_view(rng, short_side), "aux": standard_view(rng, short_side)}
+    else:
+        views = {
+            "primary_weak": weak_view(short_side), "primary_strong": strong_view(rng, short_side, crop_size, ra_ops),
+            "aux_weak": weak_view(short_side), "aux_strong": strong_view(rng, short_side, crop_size, ra_ops),
+        }
+    return TrainSample(record, p_idx, a_idx, views)
+
+
+def epoch_slots(
+    num_videos: int, *, seed: int, tag: int, epoch: int, rank: int, world_size: int, batch_size: int,
+    drop_last: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(video ids, RNG keys) this rank reads in `epoch`, in order; length = batches * batch_size (or less).
+
+    A per-epoch permutation is padded cyclically to a multiple of `world_size` (as DistributedSampler
+    does) and dealt round-robin, so shards are disjoint up to that padding and cover the set. A shard
+    smaller than one batch is repeated to fill one batch (the labeled set can be tiny). Keys are the
+    global positions, unique within the epoch, so repeated videos get fresh random draws.
+    """
+    perm = np.random.default_rng([seed, tag, epoch]).permutation(num_videos)
+    padded = np.resize(perm, math.ceil(num_videos / world_size) * world_size)
+    local = padded[rank::world_size]
+    n = len(local)
+    if drop_last:
+        count = max(1, n // batch_size) * batch_size
+    else:
+        count = n
+    ids = np.resize(local, count)
+    keys = np.arange(count) * world_size + rank
+    return ids, keys
+
+
+def batches_per_epoch(num_videos: int, *, world_size: int, batch_size: int, drop_last: bool) -> int:
+    n = math.ceil(num_videos / world_size)
+    return max(1, n // batch_size) if drop_last else math.ceil(n / batch_size)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """The samples of every (epoch, batch) of one rank's training loader; pure, backend-independent."""
+
+    records: list[VideoRecord]
+    labeled: bool
+    batch_size: int
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    primary: tuple[int, int] = (8, 8)
+    aux: tuple[int, int] = (16, 4)
+    time_offset: float = 0.0
+    crop_size: int = 224
+    short_side: int = 256
+    drop_last: bool = True
+    ra_ops: int = RA_NUM_OPS
+
+    @property
+    def tag(self) -> int:
+        return TAG_LABELED if self.labeled else TAG_UNLABELED
+
+    def __len__(self) -> int:
+        return batches_per_epoch(len(self.records), world_size=self.world_size, batch_size=self.batch_size,
+                                 drop_last=self.drop_last)
+
+    def epoch_samples(self, epoch: int) -> list[tuple[int, int]]:
+        """(video id, RNG key) of every sample this rank reads in `epoch`, in order."""
+        ids, keys = epoch_slots(len(self.records), seed=self.seed, tag=self.tag, epoch=epoch, rank=self.rank,
+                                world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last)
+        return list(zip(ids.tolist(), keys.tolist()))
+
+    def sample(self, epoch: int, video: int, key: int) -> TrainSample:
+        return draw_train_sample(
+            self.records[video], sample_rng(self.seed, self.tag, epoch, key), labeled=self.labeled,
+            primary=self.primary, aux=self.aux, time_offset=self.time_offset, crop_size=self.crop_size,
+            short_side=self.short_side, ra_ops=self.ra_ops)
+
+    def batch(self, epoch: int, position: int, slots: list[tuple[int, int]] | None = None) -> list[TrainSample]:
+        """Samples of batch `position` of `epoch` (`slots`: epoch_samples(epoch), if already computed)."""
+        slots = self.epoch_samples(epoch) if slots is None else slots
+        chunk = slots[position * self.batch_size : (position + 1) * self.batch_size]
+        return [self.sample(epoch, v, k) for v, k in chunk]
