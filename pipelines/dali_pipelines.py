@@ -39,6 +39,13 @@ def _decode(encoded, union, device: str):
     return fn.decoders.video(encoded, frames=union, device="mixed" if device == "gpu" else "cpu")
 
 
+def _to_short_side(frames, short_side: int | None):
+    """Resize the short side to `short_side`; None when the files already have it (preprocess writes them at
+    the training short side), because an identity resize still resamples every pixel: on the CPU backend it
+    cost about as much as decoding (bench/RESULTS.md)."""
+    return frames if short_side is None else fn.resize(frames, resize_shorter=short_side)
+
+
 def _normalize(clip, crop_size: int | None = None, x=0.5, y=0.5, flip=0):
     """Optional crop/flip, ImageNet normalization and `(F, H, W, C)` -> `(C, F, H, W)` float32."""
     crop = {"crop": (crop_size, crop_size), "crop_pos_x": x, "crop_pos_y": y} if crop_size else {}
@@ -63,13 +70,15 @@ def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_s
 
 
 @pipeline_def(enable_conditionals=True)
-def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int, ra_ops: int):
+def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int | None, ra_ops: int):
     """Outputs (primary_weak, primary_strong, aux_weak, aux_strong); weak and strong share frames.
+
+    `short_side` None: the decoded frames already have the wanted short side (no resize op).
 
     Building it takes seconds per RandAugment op (AutoGraph traces DALI's conditional `select`).
     """
     i = dict(zip(UNLABELED_INPUTS, fn.external_source(source=source, num_outputs=len(UNLABELED_INPUTS), batch=True)))
-    frames = fn.resize(_decode(i["encoded"], i["union"], device), resize_shorter=short_side)
+    frames = _to_short_side(_decode(i["encoded"], i["union"], device), short_side)
     primary = fn.sequence_rearrange(frames, new_order=i["p_order"])
     aux = fn.sequence_rearrange(frames, new_order=i["a_order"])
     return (
@@ -94,10 +103,10 @@ def labeled_pipeline(source, *, device: str, crop_size: int):
 
 
 @pipeline_def
-def eval_pipeline(source, *, device: str, crop_size: int, short_side: int, crops: int):
+def eval_pipeline(source, *, device: str, crop_size: int, short_side: int | None, crops: int):
     """`crops` outputs, each `(C, clips*T, H, W)`: the same frames cropped at `crop_pos[k] = (x, y)`."""
     i = dict(zip(EVAL_INPUTS, fn.external_source(source=source, num_outputs=len(EVAL_INPUTS), batch=True)))
-    frames = fn.resize(_decode(i["encoded"], i["union"], device), resize_shorter=short_side)
+    frames = _to_short_side(_decode(i["encoded"], i["union"], device), short_side)
     clips = fn.sequence_rearrange(frames, new_order=i["order"])
     return tuple(_normalize(clips, crop_size, i["crop_pos"][k, 0], i["crop_pos"][k, 1]) for k in range(crops))
 

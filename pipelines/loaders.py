@@ -92,7 +92,9 @@ class _Runner:
         if self.device == "gpu":
             dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
             return feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
-        return feed_ndarray(t, torch.empty(t.shape(), dtype=to_torch_type[t.dtype]))
+        # Zero-copy: with the dynamic executor (see _pipe_device) an output buffer stays alive, and is not
+        # reused, while the torch tensor references it.
+        return torch.from_dlpack(t)
 
     def _decode_error(self, err: Exception) -> DatasetError:
         """Name the file DALI failed on: re-decode each in-flight sample alone to find it."""
@@ -133,7 +135,16 @@ def _decodes(path: Path, union: np.ndarray, device: str) -> bool:
 
 
 def _pipe_device(device: str) -> dict:
-    return {"device_id": torch.cuda.current_device() if device == "gpu" else None}
+    """Pipeline arguments for the device. On the CPU the dynamic executor lets `_Runner` hand DALI's output
+    buffers to torch without a copy (the static executor recycles them at the next run)."""
+    if device == "gpu":
+        return {"device_id": torch.cuda.current_device()}
+    return {"device_id": None, "exec_dynamic": True}
+
+
+def resize_target(records: list[VideoRecord], short_side: int) -> int | None:
+    """`short_side`, or None when every video already has that short side (preprocess writes them so)."""
+    return None if all(min(r.width, r.height) == short_side for r in records) else short_side
 
 
 def _scalar(v, dtype) -> np.ndarray:
@@ -230,7 +241,8 @@ class TrainLoader:
         if p.labeled:
             build = lambda src: dp.labeled_pipeline(src, **common)  # noqa: E731
         else:
-            build = lambda src: dp.unlabeled_pipeline(src, short_side=p.short_side, ra_ops=p.ra_ops, **common)  # noqa: E731
+            side = resize_target(p.records, p.short_side)
+            build = lambda src: dp.unlabeled_pipeline(src, short_side=side, ra_ops=p.ra_ops, **common)  # noqa: E731
         runner = _Runner(build, self._next_feed, lambda b: _pack_train(b, p.labeled), self.device)
         return runner
 
@@ -309,7 +321,8 @@ class EvalLoader:
         batches = iter([samples[i : i + self.batch_size] for i in range(0, len(samples), self.batch_size)])
 
         def build(src):
-            return dp.eval_pipeline(src, device=self.device, crop_size=self.crop_size, short_side=self.short_side,
+            return dp.eval_pipeline(src, device=self.device, crop_size=self.crop_size,
+                                    short_side=resize_target(self.records, self.short_side),
                                     crops=self.crops, batch_size=self.batch_size, num_threads=self.num_threads,
                                     **_pipe_device(self.device))
 

@@ -7,6 +7,7 @@ Yields the same dicts as the DALI loaders, on the CPU.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Iterator
@@ -77,19 +78,24 @@ def _strong(clip: torch.Tensor, view: sampling.View, crop: int, ra_ops: int) -> 
     return _normalize(clip)
 
 
-class _EpochDataset(Dataset):
-    """Item j = sample j of one epoch of a TrainPlan, as a dict of `(3, T, H, W)` tensors."""
+class _PlanDataset(Dataset):
+    """Item g = sample g % per_epoch of epoch g // per_epoch of a TrainPlan, as a dict of `(3, T, H, W)` tensors.
 
-    def __init__(self, plan: sampling.TrainPlan, epoch: int, with_indices: bool):
-        self.plan, self.epoch, self.with_indices = plan, epoch, with_indices
-        self.slots = plan.epoch_samples(epoch)[: len(plan) * plan.batch_size]
+    Indexing across epochs lets one DataLoader (and its worker processes) serve every epoch, as a user's
+    `persistent_workers=True` loader would, instead of forking new workers at each epoch.
+    """
 
-    def __len__(self) -> int:
-        return len(self.slots)
+    def __init__(self, plan: sampling.TrainPlan, with_indices: bool):
+        self.plan, self.with_indices = plan, with_indices
+        self.per_epoch = len(plan) * plan.batch_size
+        self._slots: tuple[int, list] = (-1, [])
 
-    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
         p = self.plan
-        s = p.sample(self.epoch, *self.slots[j])
+        epoch, j = divmod(g, self.per_epoch)
+        if self._slots[0] != epoch:
+            self._slots = (epoch, p.epoch_samples(epoch))
+        s = p.sample(epoch, *self._slots[1][j])
         union, (p_pos, a_pos) = sampling.union_positions(s.primary_indices, s.aux_indices)
         frames = decode_frames(s.record.path, union, s.record.fps)
         primary, aux = frames[torch.from_numpy(p_pos).long()], frames[torch.from_numpy(a_pos).long()]
@@ -119,11 +125,14 @@ class ReferenceLoader:
         return len(self.plan)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            data = _EpochDataset(self.plan, self.epoch, self.with_indices)
-            yield from DataLoader(data, batch_size=self.plan.batch_size, num_workers=self.num_workers,
-                                  persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
-            self.epoch += 1
+        data = _PlanDataset(self.plan, self.with_indices)
+        start = self.epoch * data.per_epoch
+        loader = DataLoader(data, batch_size=self.plan.batch_size, sampler=itertools.count(start),
+                            num_workers=self.num_workers, prefetch_factor=2 if self.num_workers else None)
+        for i, batch in enumerate(loader, start=1):
+            yield batch
+            if i % len(self.plan) == 0:
+                self.epoch += 1
 
 
 def reference_loader(root: str | Path, *, split: str, labeled: bool, batch_size: int, seed: int = 0, rank: int = 0,
