@@ -1,0 +1,370 @@
+"""Typed run configuration: one tree of small `kw_only` dataclasses, presets, TOML, CLI overrides.
+
+Each component receives only its own section (`cfg.data`, `cfg.model`, ...). A config is built from a
+named preset (`cmpl/presets.py`) or a TOML file written by this module, then `--section.key=value` (or
+`--section.key value`; a bare `--section.flag` sets a bool to true) overrides are applied with their types
+checked. User errors raise `ConfigError`; the CLIs turn it into one line on stderr and exit code 2.
+
+    python -m cmpl.config --preset tiny --optim.lr=0.05        # print the resolved TOML
+    python -m cmpl.config --preset k400_1pct_r50 > my.toml
+    python -m cmpl.config --config my.toml --runtime.seed=1
+    python -m cmpl.config --list                                # preset names
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A user error in a preset name, TOML file or override; the message is one line."""
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    root: str = "data/synthetic"  # dataset folder in the ARCHITECTURE.md section 1 format
+    split: str = "1pct_seed0"  # labeled subset: ROOT/splits/<split>.txt; the rest of train.csv is unlabeled
+    primary: tuple[int, int] = (8, 8)  # (frames, stride) of F's clips: the paper's 8x8
+    aux: tuple[int, int] = (16, 4)  # (frames, stride) of A's clips: the paper's 16x4
+    time_offset: float = 0.0  # max temporal shift t_s (seconds) between F's and A's clips (paper Sec. 3.3)
+    crop_size: int = 224  # training crop side (pixels)
+    short_side: int = 256  # training frames are resized to this short side before cropping
+    labeled_batch: int = 2  # B_l per process
+    unlabeled_batch: int = 10  # B_u per process
+    eval_batch: int = 1  # videos per eval batch per process (each holds clips x crops views)
+    eval_clips: int = 10  # official test: clips uniformly over the video (paper Sec. 4.1)
+    eval_crops: int = 3  # official test: spatial crops per clip
+    eval_crop_size: int = 256  # official test crop side
+    eval_short_side: int = 256  # official test resize
+    val_clips: int = 10  # periodic validation during training (cheaper settings on CPU presets)
+    val_crops: int = 3
+    device: str = _choice("auto", "auto", "gpu", "cpu")  # where loaders decode; auto: gpu if CUDA
+    num_threads: int = 2  # DALI CPU threads per loader
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    primary: str = "resnet3d50"  # F, a name in cmpl.models.names()
+    aux: str = "resnet3d50_w1_4"  # A (cmpl only); the paper shrinks F's width fourfold
+    layout: str = _choice("cmpl", "cmpl", "slowonly")  # stem/kernel layout of cmpl.models
+    dropout: float = 0.5  # dropout before the classifier
+    num_classes: int = 0  # 0: count the lines of ROOT/classes.txt
+
+
+@dataclass(kw_only=True)
+class MethodConfig:
+    name: str = _choice("cmpl", "cmpl", "fixmatch", "supervised")
+    scheme: str = _choice(
+        "cross", "cross", "self_first", "opposite_first", "maximum", "average", "fixmatch"
+    )  # pseudo-labeling scheme (paper Appendix A)
+    threshold: float = 0.9  # tau: confidence needed for a pseudo-label
+    lambda_u: float = 5.0  # lambda: weight of the unsupervised losses (5 at 1%, 2 at 10%)
+    aux_supervised: bool = True  # keep L_s^A (paper Table 6)
+    aux_unsupervised: bool = True  # keep L_u^A (paper Table 6)
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 0.1  # base LR at `base_batch`; scaled linearly to the actual global batch
+    base_batch: int = 192  # global batch the base LR is for: the paper's 16 GPUs x (2 + 10)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # the paper: 1e-4 for K400, 1e-3 for UCF-101
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    epochs: float = 200.0  # cosine schedule length in epochs
+    # What one epoch is: one pass over the unlabeled set ("unlabeled", as in the FixMatch-style video
+    # codebases, and the reading used by the paper presets) or over the labeled set ("labeled").
+    epoch_unit: str = _choice("unlabeled", "unlabeled", "labeled")
+    warmup_epochs: float = 0.0  # linear warmup from 0 (paper: none)
+    max_steps: int = 0  # stop after this many optimizer steps (0: run the whole schedule); LR unchanged
+
+
+@dataclass(kw_only=True)
+class RuntimeConfig:
+    seed: int = 0  # seeds python, numpy, torch (+ rank after model init) and the loaders
+    device: str = _choice("auto", "auto", "cuda", "cpu")  # training device; auto: cuda if available
+    amp: str = _choice("auto", "auto", "bf16", "fp16", "off")  # auto: bf16 on GPU, off on CPU
+    channels_last: bool = True  # channels_last_3d for models and inputs
+    compile: bool = False  # torch.compile the models
+    compile_loss: bool = False  # use the torch.compile'd pseudo_label_losses
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    dir: str = "runs/demo"  # run folder (ARCHITECTURE.md section 5); rerunning resumes from it
+    checkpoint_every: int = 1000  # save last.pt every N optimizer steps (and at the end)
+    log_every: int = 50  # log statistics every N steps (the only host-device sync points)
+    eval_every: int = 0  # validate every N steps (0: only at the end)
+    progress: bool = True  # tqdm bar on rank 0
+
+
+@dataclass(kw_only=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _fields(section: str) -> dict[str, dataclasses.Field]:
+    cls = typing.get_type_hints(Config)[section]
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _field_type(section: str, key: str) -> Any:
+    cls = typing.get_type_hints(Config)[section]
+    return typing.get_type_hints(cls)[key]
+
+
+def _coerce(name: str, tp: Any, value: Any, choices: Sequence[str] = ()) -> Any:
+    """Convert a CLI string or a TOML value to `tp`, or raise ConfigError naming `name`."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            parts = [p for p in value.strip("()[] ").split(",") if p.strip()]
+        elif isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            raise ConfigError(f"{name}: expected {len(args)} comma-separated values, got {value!r}")
+        if len(parts) != len(args):
+            raise ConfigError(f"{name}: expected {len(args)} comma-separated values, got {value!r}")
+        return tuple(_coerce(name, a, p) for a, p in zip(args, parts))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {name}")  # a bug in this module, not user input
+
+
+def _lookup(section: str, key: str | None = None) -> dataclasses.Field | None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    if key is None:
+        return None
+    fields = _fields(section)
+    if key not in fields:
+        raise ConfigError(
+            f"unknown config key {section}.{key}; valid keys of [{section}]: {', '.join(fields)}"
+        )
+    return fields[key]
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    """Set `section.key` on `cfg` in place, converting and checking `value` (str or TOML value)."""
+    section, _, key = dotted.partition(".")
+    if not key or "." in key:
+        raise ConfigError(f"config keys look like section.key, got {dotted!r}; sections: {', '.join(SECTIONS)}")
+    f = _lookup(section, key)
+    assert f is not None
+    choices = f.metadata.get("choices", ())
+    setattr(getattr(cfg, section), key, _coerce(dotted, _field_type(section, key), value, choices))
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples become lists), as written to TOML and into checkpoints."""
+
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS}
+
+
+def from_dict(d: Mapping[str, Any], *, base: Config | None = None) -> Config:
+    """Build a Config from a nested dict (TOML / checkpoint), every value checked; missing keys keep
+    the defaults of `base` (or of the dataclasses)."""
+    cfg = _deepcopy(base) if base is not None else Config()
+    for section, values in d.items():
+        _lookup(section)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{section}] must be a table, got {values!r}")
+        for key, value in values.items():
+            set_value(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def _deepcopy(cfg: Config) -> Config:
+    return Config(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
+
+
+def dumps(cfg: Config) -> str:
+    """The resolved config as TOML text."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def load(path: str | Path) -> Config:
+    """Read a TOML file written by `dumps` (or by hand; missing keys take the defaults)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            d = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    try:
+        return from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    """Write the TOML atomically (temp file + os.replace)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text(dumps(cfg))
+    os.replace(tmp, p)
+
+
+def parse_argv(
+    argv: Sequence[str], *, options: Sequence[str] = (), flags: Sequence[str] = ()
+) -> tuple[dict[str, Any], list[tuple[str, str | None]]]:
+    """Split a command line into named options and `section.key` overrides.
+
+    `options` take a value (`--out X` / `--out=X`), `flags` take none. Everything else must be
+    `--section.key=value`, `--section.key value` or a bare `--section.key` (true, for bools).
+    Returns (options dict, [(dotted key, value or None)]).
+    """
+    opts: dict[str, Any] = {}
+    overrides: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r}; options look like --section.key=value")
+        name, eq, value = tok[2:].partition("=")
+        if name in flags:
+            opts[name] = True
+        elif name in options or "." in name:
+            if not eq:
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                is_value = nxt is not None and not (nxt.startswith("--") and len(nxt) > 2)
+                if is_value:
+                    value, i = nxt, i + 1
+                elif name in options:
+                    raise ConfigError(f"--{name} needs a value")
+                else:
+                    value = None  # bare flag: only valid for bools, checked in apply_overrides
+            if name in options:
+                opts[name] = value
+            else:
+                overrides.append((name, value))
+        else:
+            valid = ", ".join(f"--{o}" for o in (*options, *flags))
+            raise ConfigError(f"unknown option --{name}; valid: {valid}, or --section.key=value")
+        i += 1
+    return opts, overrides
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[tuple[str, str | None]]) -> Config:
+    """Return a copy of `cfg` with the overrides applied (types checked)."""
+    out = _deepcopy(cfg)
+    for dotted, value in overrides:
+        if value is None:
+            section, _, key = dotted.partition(".")
+            f = _lookup(section, key) if key else None
+            if f is None or _field_type(section, key) is not bool:
+                raise ConfigError(f"--{dotted} needs a value (--{dotted}=VALUE)")
+            value = "true"
+        set_value(out, dotted, value)
+    return out
+
+
+def resolve(
+    argv: Sequence[str],
+    *,
+    default_preset: str | None = None,
+    options: Sequence[str] = (),
+    flags: Sequence[str] = (),
+) -> tuple[Config, dict[str, Any]]:
+    """`--preset NAME` or `--config FILE` (else `default_preset`), then overrides.
+
+    Returns the config and the other named options. Raises ConfigError on user errors.
+    """
+    from cmpl import presets
+
+    opts, overrides = parse_argv(argv, options=("preset", "config", *options), flags=flags)
+    if opts.get("preset") and opts.get("config"):
+        raise ConfigError("give either --preset or --config, not both")
+    if opts.get("config"):
+        cfg = load(opts["config"])
+    elif opts.get("preset") or default_preset:
+        cfg = presets.get(opts.get("preset") or default_preset)
+    else:
+        raise ConfigError("give --preset NAME or --config FILE")
+    return apply_overrides(cfg, overrides), opts
+
+
+def fail(message: str) -> typing.NoReturn:
+    """One line on stderr and exit code 2: how every CLI of the project reports a user error."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from cmpl import presets
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return
+    try:
+        if "--list" in argv:
+            print("\n".join(presets.names()))
+            return
+        cfg, _ = resolve(argv)
+    except ConfigError as e:
+        fail(str(e))
+    sys.stdout.write(dumps(cfg))
+
+if __name__ == "__main__":
+    # Run the imported module's main so ConfigError is the one class cmpl.presets raises.
+    from cmpl import config as _config
+
+    _config.main()

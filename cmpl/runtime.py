@@ -1,0 +1,84 @@
+"""Device, AMP and model wrapping, set up once per run.
+
+`prepare()` applies, in this order: SyncBN conversion (DDP only), move to device, channels_last_3d,
+torch.compile, DDP. The caller keeps the plain module for checkpoints and the optimizer (the wrappers
+share its parameters) and hands the wrapped one to the Task.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, ContextManager
+
+import torch
+from torch import nn
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" | "cuda" | "cpu" -> the training device of this process."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("runtime.device=cuda but CUDA is not available; use --runtime.device=cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """"auto" -> "bf16" on GPU, "off" on CPU; other values as given ("bf16" | "fp16" | "off")."""
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "off"
+    return amp
+
+
+def autocast_factory(amp: str, device: torch.device) -> Callable[[], ContextManager]:
+    """A zero-argument callable returning the autocast context of every forward (nullcontext if off)."""
+    if amp == "off":
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that is enabled only for fp16 (bf16 and fp32 need no loss scaling).
+
+    A disabled scaler is a pass-through, so the step code is the same for every AMP mode.
+    """
+    return torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
+
+
+def to_channels_last(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """(N, C, T, H, W) -> the same values in channels_last_3d memory format (no-op for other ranks)."""
+    if enabled and x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def prepare(
+    module: nn.Module,
+    *,
+    device: torch.device,
+    channels_last: bool,
+    compile: bool,
+    distributed: bool,
+    sync_bn: bool = False,
+) -> tuple[nn.Module, nn.Module]:
+    """Return (plain, wrapped): `plain` for checkpoints and the optimizer, `wrapped` for forwards.
+
+    Order: SyncBN (must precede DDP), device, channels_last_3d, torch.compile, DDP.
+    SyncBatchNorm is CUDA-only in PyTorch, so `sync_bn` is ignored on CPU.
+    """
+    if distributed and sync_bn and device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    module = module.to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last_3d)
+    wrapped: nn.Module = module
+    if compile:
+        wrapped = torch.compile(wrapped)
+    if distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+    return module, wrapped
