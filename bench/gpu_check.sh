@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one-call GPU check (issue 7). Runs on a bare GPU machine that has PyTorch but no DALI/PyAV/tomli-w
+# and no network: installs the wheels carried there in parts (bench/gpu_wheels.sh, bench/README.md), then
+# runs every step of bench/gpu_check.py (each time-boxed; table printed last, JSON + table + log in $OUT).
+#
+#   bash bench/gpu_check.sh [--out DIR] [--steps 1,2,3,4,5,6]   # GPU machine, the last device call
+#   bash bench/gpu_check.sh --dry-run [--out DIR]                # CPU (CI): the steps that need no GPU
+#
+# Environment: PYTHON (default .venv/bin/python if present, else python3), STAGE (/tmp/wheels), SITE (/tmp/site).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The repo's venv where there is one (here, CI); the GPU machine has none: its python3 holds PyTorch.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export SITE="${SITE:-/tmp/site}"
+
+dry=0
+for a in "$@"; do [ "$a" = --dry-run ] && dry=1; done
+extra=()
+if [ "$dry" = 0 ]; then
+  if "$PYTHON" -c 'import nvidia.dali, av, tomli_w' 2>/dev/null; then
+    export GPU_CHECK_INSTALL="already importable, nothing installed"
+  else
+    t0=$(date +%s)
+    if [ -d "$SITE" ] && PYTHONPATH="$SITE" "$PYTHON" -c 'import nvidia.dali, av, tomli_w' 2>/dev/null; then
+      msg="reused $SITE"
+    else
+      msg="$(PYTHON="$PYTHON" bash bench/gpu_wheels.sh install 2>&1 | tail -1)" \
+        || { echo "gpu_check: wheel install failed: $msg" >&2; exit 2; }
+    fi
+    export GPU_CHECK_INSTALL="$msg ($(( $(date +%s) - t0 )) s)"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  # preprocess.synthetic needs the ffmpeg CLI, which the GPU machine lacks: the dataset is made here
+  # beforehand (bench/gpu_wheels.sh synthetic) and carried.
+  [ -f bench/wheels/synthetic/train.csv ] && extra+=(--synthetic bench/wheels/synthetic)
+fi
+exec "$PYTHON" -m bench.gpu_check ${extra[@]+"${extra[@]}"} "$@"
