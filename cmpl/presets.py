@@ -66,7 +66,8 @@ def tiny() -> Config:
 @register
 def demo() -> Config:
     """CPU demo on `data/synthetic` (`python -m preprocess.synthetic --out data/synthetic`): tiny 3D-ResNets
-    on 32-px crops, sized so that `make demo` (9 runs + 10x3 evals) is about 15 CPU-minutes on 2 cores.
+    on 32-px crops. Measured with one torch thread per process (OMP_NUM_THREADS=1): supervised ~22, FixMatch
+    ~48, CMPL ~63 CPU-s per 300-step run, a 10x3 eval ~5-9 CPU-s, so `make demo` is ~9 CPU-minutes.
 
     The clips keep the paper's structure (F 8x8, A 16x4: A sees twice the frames at half the stride over the
     same span) at half the frames: F 4x8, A 8x4. At stride 8 F cannot see `shake` (period 8), A can.
@@ -76,19 +77,21 @@ def demo() -> Config:
     d.primary, d.aux = (4, 8), (8, 4)
     d.crop_size, d.short_side = 32, 40
     d.eval_crop_size, d.eval_short_side = 40, 40  # full short side, 3 crops along the long side (paper: 256/256)
-    d.labeled_batch, d.unlabeled_batch, d.eval_batch = 4, 8, 10
+    # B_l = 10: every step sees the whole 1-per-class labeled set (a balanced batch, and BN statistics over
+    # more than a handful of clips).
+    d.labeled_batch, d.unlabeled_batch, d.eval_batch = 10, 10, 10
     d.eval_clips, d.eval_crops, d.val_clips, d.val_crops = 10, 3, 1, 1
     d.time_offset = 0.5
-    d.device, d.num_threads = "auto", 2
+    d.device, d.num_threads = "auto", 1  # one DALI thread prefetching beside one torch thread on 2 cores
     cfg.model.primary, cfg.model.aux, cfg.model.dropout = "resnet3d10_w1_4", "resnet3d10_w1_8", 0.2
     cfg.method.threshold, cfg.method.lambda_u = 0.9, 2.0
-    # LR 0.05 at 12 videos/step (scaled linearly: 0.05 for CMPL/FixMatch, 0.017 for supervised's 4). At 0.1
-    # the supervised losses of CMPL rose above chance within 40 steps while wrong pseudo-labels passed tau.
-    cfg.optim.lr, cfg.optim.base_batch, cfg.optim.weight_decay = 0.05, 12, 1e-4
-    # 1pct = 10 labeled videos = 2 steps per labeled epoch at B_l = 4: 150 epochs = 300 steps.
-    cfg.schedule.epochs, cfg.schedule.epoch_unit, cfg.schedule.warmup_epochs = 150.0, "labeled", 5.0
+    # LR 0.06 at 20 videos/step, scaled linearly (0.03 for supervised's 10). At 0.1 for 12 videos the
+    # supervised losses of CMPL rose above chance within 40 steps while wrong pseudo-labels passed tau.
+    cfg.optim.lr, cfg.optim.base_batch, cfg.optim.weight_decay = 0.06, 20, 1e-4
+    # 1pct = 10 labeled videos = 1 step per labeled epoch at B_l = 10: 300 epochs = 300 steps.
+    cfg.schedule.epochs, cfg.schedule.epoch_unit, cfg.schedule.warmup_epochs = 300.0, "labeled", 15.0
     cfg.runtime.device, cfg.runtime.amp = "auto", "auto"
-    cfg.run.dir, cfg.run.checkpoint_every, cfg.run.log_every, cfg.run.eval_every = "runs/demo", 100, 10, 100
+    cfg.run.dir, cfg.run.checkpoint_every, cfg.run.log_every, cfg.run.eval_every = "runs/demo", 100, 10, 50
     cfg.run.progress = True
     return cfg
 
@@ -122,6 +125,8 @@ def paper(dataset: str, pct: int, backbone: str, method: str = "cmpl", epochs: f
     cfg.method.threshold, cfg.method.lambda_u = 0.9, _LAMBDA[pct]
     cfg.optim.lr, cfg.optim.base_batch, cfg.optim.momentum, cfg.optim.weight_decay = 0.1, 192, 0.9, wd
     cfg.schedule.epochs, cfg.schedule.epoch_unit, cfg.schedule.warmup_epochs = epochs, "unlabeled", 0.0
+    # GPU runs: the fused (compiled) pseudo-label loss; on CPU compiling it gains nothing (bench/RESULTS.md).
+    cfg.runtime.compile_loss = True
     cfg.run.dir = f"runs/{dataset}_{pct}pct_{backbone}" + ("" if method == "cmpl" else f"_{method}")
     cfg.run.checkpoint_every, cfg.run.log_every, cfg.run.eval_every = 1000, 50, 5000
     return cfg
