@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_synthetic
 import torch
 from torch import nn
 
@@ -44,11 +45,7 @@ def test_prediction_averages_softmax_not_logits():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    subprocess.run([sys.executable, "-m", "preprocess.synthetic", "--out", str(root), "--classes", "3",
-                    "--per-class", "2", "--val-per-class", "2", "--frames", "24"],
-                   check=True, capture_output=True, cwd=REPO)
-    return root
+    return write_synthetic(tmp_path_factory.mktemp("data") / "synthetic", per_class=2)
 
 
 @pytest.fixture(scope="module")

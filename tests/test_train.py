@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import write_synthetic
 import torch
 
 from cmpl import config, models, presets, runtime
@@ -27,11 +28,7 @@ VAL_KEYS = {"kind", "step", "epoch", "top1_f", "top5_f", "top1_a", "top5_a"}
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    subprocess.run([sys.executable, "-m", "preprocess.synthetic", "--out", str(root), "--classes", "3",
-                    "--per-class", "4", "--val-per-class", "2", "--frames", "24"],
-                   check=True, capture_output=True, cwd=REPO)
-    return root
+    return write_synthetic(tmp_path_factory.mktemp("data") / "synthetic", per_class=4)
 
 
 def _train_cmd(dataset: Path, run: Path, *extra: str) -> list[str]:

@@ -159,18 +159,8 @@ def eval_path(target: str | os.PathLike, network: str = "primary") -> Path:
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:
-    """Write JSON atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (see `write_text`)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
