@@ -79,6 +79,10 @@ class MethodConfig:
 class OptimConfig:
     lr: float = 0.1  # base LR at `base_batch`; scaled linearly to the actual global batch
     base_batch: int = 192  # global batch the base LR is for: the paper's 16 GPUs x (2 + 10)
+    # Which videos count in that global batch: "all" (labeled + unlabeled, the paper's rule, so the
+    # semi-supervised methods run at a higher LR than the supervised baseline) or "labeled" (every method
+    # gets the same LR, for a comparison where only the unlabeled loss differs).
+    scale_by: str = _choice("all", "all", "labeled")
     momentum: float = 0.9
     weight_decay: float = 1e-4  # the paper: 1e-4 for K400, 1e-3 for UCF-101
 

@@ -152,7 +152,9 @@ class Trainer:
         self.total_steps = max(1, math.ceil(cfg.schedule.epochs * self.steps_per_epoch))
         self.stop_step = min(self.total_steps, cfg.schedule.max_steps or self.total_steps)
         self.videos_per_step = (d.labeled_batch + (d.unlabeled_batch if uses_u else 0)) * self.dist.world_size
-        self.lr = cfg.optim.lr * self.videos_per_step / cfg.optim.base_batch
+        lr_batch = d.labeled_batch * self.dist.world_size if cfg.optim.scale_by == "labeled" \
+            else self.videos_per_step
+        self.lr = cfg.optim.lr * lr_batch / cfg.optim.base_batch
 
         params = [p for n in self.task.networks for p in self.models.plain[n].parameters()]
         self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=cfg.optim.momentum,
@@ -169,7 +171,7 @@ class Trainer:
         self.echo(
             f"cmpl.train: method {cfg.method.name}, {self.dist.world_size} process(es) on {self.device}, "
             f"amp {self.amp}, compile {rt.compile}; global batch {self.videos_per_step} videos/step -> "
-            f"LR {cfg.optim.lr} x {self.videos_per_step}/{cfg.optim.base_batch} = {self.lr:.6g}; "
+            f"LR {cfg.optim.lr} x {lr_batch}/{cfg.optim.base_batch} = {self.lr:.6g}; "
             f"{self.steps_per_epoch} steps/epoch ({cfg.schedule.epoch_unit}), schedule {self.total_steps} "
             f"steps, stopping at {self.stop_step}")
 

@@ -64,7 +64,10 @@ def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_s
         magnitude = signed_bin(ra[level, 1], random_sign=ra[level, 2])
         clip = select(
             suite, ra[level, 0], data=clip, magnitude_bin=magnitude,
-            num_magnitude_bins=sampling.RA_NUM_BINS, shape=(crop_size, crop_size), fill_value=RA_FILL)
+            num_magnitude_bins=sampling.RA_NUM_BINS, shape=(crop_size, crop_size), fill_value=RA_FILL,
+            # Nearest-neighbour warps, as FixMatch's RandAugment and torchvision's (the reference loader):
+            # same augmentation as the baseline, and about half the CPU cost of bilinear at 224 px.
+            interp_type=types.INTERP_NN)
     clip = fn.erase(clip, anchor=cut_anchor, shape=cut_shape, axis_names="HW", fill_value=CUTOUT_FILL)
     return _normalize(clip)
 
