@@ -156,6 +156,16 @@ _DDP_WORKER = textwrap.dedent("""
 """)
 
 
+def test_lr_scaled_by_all_videos_or_labeled_only(dataset, tmp_path):
+    # tiny: LR 0.05 at base batch 6; CMPL sees B_l = 2 + B_u = 4 videos per step.
+    p_all = _start(_train_cmd(dataset, tmp_path / "all", "--schedule.max_steps=1"))
+    p_lab = _start(_train_cmd(dataset, tmp_path / "lab", "--schedule.max_steps=1", "--optim.scale_by=labeled"))
+    assert "LR 0.05 x 6/6 = 0.05;" in _finish(p_all)
+    assert "LR 0.05 x 2/6 = 0.0166667;" in _finish(p_lab)
+    base = {k: _load(tmp_path / k / "checkpoints/last.pt")["scheduler"]["base_lrs"] for k in ("all", "lab")}
+    assert base["all"] == pytest.approx([0.05]) and base["lab"] == pytest.approx([0.05 * 2 / 6])
+
+
 def test_ddp_two_gloo_processes_keep_weights_identical(dataset, tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(_DDP_WORKER)
