@@ -351,21 +351,32 @@ def fail(message: str) -> typing.NoReturn:
     raise SystemExit(2)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from cmpl import presets
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+def run_cli(doc: str, argv: Sequence[str] | None, body: typing.Callable[[list[str]], None],
+            errors: tuple[type[Exception], ...] = ()) -> None:
+    """The frame every CLI of cmpl shares: `-h` prints `doc`; a ConfigError (or one of `errors`) raised by
+    `body(argv)` becomes one line on stderr and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(doc)
         return
     try:
-        if "--list" in argv:
-            print("\n".join(presets.names()))
-            return
-        cfg, _ = resolve(argv)
-    except ConfigError as e:
+        body(args)
+    except (ConfigError, *errors) as e:
         fail(str(e))
+
+
+def _print_config(argv: list[str]) -> None:
+    from cmpl import presets
+
+    if "--list" in argv:
+        print("\n".join(presets.names()))
+        return
+    cfg, _ = resolve(argv)
     sys.stdout.write(dumps(cfg))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_cli(__doc__, argv, _print_config)
 
 if __name__ == "__main__":
     # Run the imported module's main so ConfigError is the one class cmpl.presets raises.

@@ -194,14 +194,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     from pipelines.dataset import DatasetError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return
-    try:
-        run(argv)
-    except (cfg_mod.ConfigError, ckpt_io.CheckpointError, DatasetError) as e:
-        cfg_mod.fail(str(e))
+    cfg_mod.run_cli(__doc__, argv, run, errors=(ckpt_io.CheckpointError, DatasetError))
 
 
 if __name__ == "__main__":

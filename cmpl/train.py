@@ -35,26 +35,20 @@ def ensure_synthetic(root: str) -> None:
     subprocess.run([sys.executable, "-m", "preprocess.synthetic", "--out", root], check=True)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return
+def _run(argv: list[str]) -> None:
     # Config and data-folder errors are reported before the heavy imports (torch, DALI).
-    try:
-        cfg, opts = cfg_mod.resolve(argv, default_preset="demo")
-        from cmpl.presets import demo
+    cfg, opts = cfg_mod.resolve(argv, default_preset="demo")
+    from cmpl.presets import demo
 
-        if (opts.get("preset") or "demo") == "demo" and not opts.get("config") \
-                and cfg.data.root == demo().data.root:
+    if (opts.get("preset") or "demo") == "demo" and not opts.get("config") \
+            and cfg.data.root == demo().data.root:
+        try:
             ensure_synthetic(cfg.data.root)
-        if not Path(cfg.data.root).is_dir():
-            raise cfg_mod.ConfigError(f"data folder not found: {cfg.data.root} (set --data.root DIR)")
-    except cfg_mod.ConfigError as e:
-        cfg_mod.fail(str(e))
-    except subprocess.CalledProcessError as e:
-        print(f"error: generating the synthetic dataset failed ({e})", file=sys.stderr)
-        raise SystemExit(1) from None
+        except subprocess.CalledProcessError as e:
+            print(f"error: generating the synthetic dataset failed ({e})", file=sys.stderr)
+            raise SystemExit(1) from None
+    if not Path(cfg.data.root).is_dir():
+        raise cfg_mod.ConfigError(f"data folder not found: {cfg.data.root} (set --data.root DIR)")
 
     from pipelines.dataset import DatasetError
 
@@ -63,11 +57,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         train(cfg)
-    except (cfg_mod.ConfigError, DatasetError, CheckpointError) as e:
+    except (DatasetError, CheckpointError) as e:
         cfg_mod.fail(str(e))
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg_mod.run_cli(__doc__, argv, _run)
 
 
 if __name__ == "__main__":
