@@ -14,7 +14,6 @@ is steadier than wall time on a shared machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+
+from cmpl.atomic import write_json
 
 
 def _tree(with_children: bool) -> list[psutil.Process]:
@@ -208,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
               f"at 100, max {r['max_after_100_mib']:.0f} after, {r['samples'][-1][1]:.0f} at the end "
               f"(growth after batch 100: {r['growth_after_100_mib']:+.0f} MiB)")
     if args.json:
-        tmp_out = Path(args.json).with_suffix(".tmp")
-        tmp_out.write_text(json.dumps(res, indent=2))
-        os.replace(tmp_out, args.json)
+        write_json(args.json, res)
     return 0
 
 

@@ -11,11 +11,8 @@ warm-up.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import torch
 import torch.utils.benchmark as benchmark
 
 from cmpl.losses import compiled_pseudo_label_losses, pseudo_label_losses
+from cmpl.atomic import write_json
 
 SIZES = (10, 80, 320)
 NUM_CLASSES = 400
@@ -80,14 +78,6 @@ def run(device: str, dtype: torch.dtype, min_run_time: float, rounds: int, clock
         rows.append({"batch": b, "classes": NUM_CLASSES, "eager_us": eager * 1e6, "compiled_us": comp * 1e6,
                      "speedup": eager / comp, "compile_s": compile_s})
     return rows
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,14 +15,13 @@ Presets: `tiny` = the tests' tiny models (R10x1/8, 4x2 / 8x1 clips, 32 px, B_l=2
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from cmpl import models, presets, runtime
+from cmpl.atomic import write_json
 from cmpl.methods import build_task
 from cmpl.trainer import cosine_lambda, make_step
 
@@ -120,11 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         mem = f"{r['peak_mem_gib']:.2f}" if "peak_mem_gib" in r else "-"
         print(f"{r['mode']:<16}{r['videos_per_s']:>10.2f}{sp:>9}{r['s_per_step']:>9.3f}{r['warmup_s']:>10.1f}{mem:>10}")
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.json.with_name(f".{a.json.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"device": name, "preset": preset, "shapes": s, "torch": torch.__version__,
-                                   "results": rows}, indent=2) + "\n")
-        os.replace(tmp, a.json)
+        write_json(a.json, {"device": name, "preset": preset, "shapes": s, "torch": torch.__version__,
+                            "results": rows})
 
 
 if __name__ == "__main__":

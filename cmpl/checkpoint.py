@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmpl.atomic import atomic_path
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable or not of the expected kind (one-line message)."""
@@ -20,17 +22,10 @@ class CheckpointError(RuntimeError):
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save `obj` to `path` atomically (temp file + fsync + os.replace)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

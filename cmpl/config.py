@@ -13,7 +13,6 @@ checked. User errors raise `ConfigError`; the CLIs turn it into one line on stde
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import tomllib
 import typing
@@ -258,12 +257,10 @@ def load(path: str | Path) -> Config:
 
 
 def save(cfg: Config, path: str | Path) -> None:
-    """Write the TOML atomically (temp file + os.replace)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(dumps(cfg))
-    os.replace(tmp, p)
+    """Write the TOML atomically."""
+    from cmpl.atomic import write_text
+
+    write_text(path, dumps(cfg))
 
 
 def parse_argv(

@@ -12,9 +12,6 @@ RUN/checkpoints/, else beside the checkpoint.
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Sequence
 
@@ -25,6 +22,7 @@ from cmpl import checkpoint as ckpt_io
 from cmpl import config as cfg_mod
 from cmpl import distributed as dist_mod
 from cmpl import runtime
+from cmpl.atomic import write_json
 
 
 @torch.no_grad()
@@ -182,10 +180,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         "frames": fs[0], "stride": fs[1], "amp": amp,
     }
     dest = Path(opts["out"]) if opts.get("out") else default_out(path, network)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, dest)
+    write_json(dest, out)
     print(f"{network} top-1 {out['top1']:.4f} top-5 {out['top5']:.4f} on {out['num_videos']} videos "
           f"({out['clips']} clips x {out['crops']} crops) -> {dest}")
     return out

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
+
+from cmpl.atomic import write_text
 
 
 class NullLogger:
@@ -48,9 +49,7 @@ class RunLogger(NullLogger):
         if not self.path.exists():
             return
         keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _step(ln) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(ln + "\n" for ln in keep))
 
     def log(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record) + "\n")

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cmpl.atomic import write_json, write_text  # noqa: F401  (re-exported for cmpl.demo)
 
 
 class AnalysisError(Exception):
@@ -156,22 +157,3 @@ def eval_path(target: str | os.PathLike, network: str = "primary") -> Path:
     if network not in EVAL_FILES:
         raise AnalysisError(f"--network must be one of {', '.join(EVAL_FILES)}, got {network!r}")
     return require_run(target) / EVAL_FILES[network]
-
-
-def write_json(path: str | os.PathLike, data: object) -> None:
-    """Write JSON atomically (see `write_text`)."""
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
