@@ -1,4 +1,5 @@
-"""Compiled vs eager `cmpl.losses.pseudo_label_losses`: forward + backward w.r.t. the strong logits.
+"""Fused, compiled (`runtime.compile_loss`) vs eager `cmpl.losses.pseudo_label_losses`: forward + backward
+w.r.t. the strong logits.
 
     python -m bench.loss [--device cpu|cuda] [--dtype float32|bfloat16] [--json OUT]
     python -m bench.loss --device cpu --threads 1 --clock thread     # on a shared, loaded CPU machine
@@ -81,7 +82,8 @@ def run(device: str, dtype: torch.dtype, min_run_time: float, rounds: int, clock
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.loss", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.loss",
+                                     description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="dtype of the logits (bfloat16: what the models give under bf16 autocast)")

@@ -103,7 +103,7 @@ class RuntimeConfig:
     amp: str = _choice("auto", "auto", "bf16", "fp16", "off")  # auto: bf16 on GPU, off on CPU
     channels_last: bool = True  # channels_last_3d for models and inputs
     compile: bool = False  # torch.compile the models
-    compile_loss: bool = False  # use the torch.compile'd pseudo_label_losses
+    compile_loss: bool = False  # the fused, torch.compile'd pseudo-label loss (cmpl/losses.py)
     sync_bn: bool = False  # SyncBatchNorm under DDP
 
 

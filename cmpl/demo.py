@@ -34,7 +34,8 @@ from pathlib import Path
 
 from cmpl.analysis.report import (METHODS, RunRecord, existing_notes, make_plots, render_readme, summarize,
                                   table_text)
-from cmpl.analysis.runs import AnalysisError, load_eval, write_json, write_text
+from cmpl.analysis.runs import AnalysisError, load_eval
+from cmpl.atomic import write_json, write_text
 
 PRESET = "demo"
 SMOKE_STEPS = 4

@@ -2,9 +2,13 @@
 
 `pseudo_label_losses` is the whole unsupervised part of a step in one function: from the weak-view logits of
 the primary network F and the auxiliary network A it builds each network's pseudo-labels (by `scheme`), and
-from the strong-view logits the masked cross-entropies. It is written for torch.compile (one graph, no
-host-device sync, no branching on tensor values); `compiled_pseudo_label_losses()` returns that compiled
-version, which fuses the softmaxes, reductions and the masked CE into one forward and one backward kernel.
+from the strong-view logits the masked cross-entropies. It is plain autograd code, the eager path and the
+readable statement of the method.
+
+`compiled_pseudo_label_losses()` is the fused path (`runtime.compile_loss`): the same pseudo-labels and losses
+*and* their gradients w.r.t. the strong logits (mask * (softmax - one-hot) / B_u) come out of one
+torch.compile'd forward graph, and the backward only scales those saved gradients. No backward graph is
+compiled: inductor's compiled backward cost more per call than the whole eager backward (bench/RESULTS.md).
 
 Schemes (Appendix A; l_F is the distribution F's strong view is trained toward, p^X = softmax of X's weak
 logits, m_X = 1(max p^X >= tau)):
@@ -50,20 +54,62 @@ def supervised_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
-def _cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Per-clip CE, (B, K) float32 logits and (B,) targets -> (B,)."""
+def _weak_confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(max softmax probability, argmax) per clip of (B, K) float32 logits; no (B, K) probabilities kept."""
     if torch.compiler.is_compiling():
-        # For inductor: logsumexp - gather fuses into the same row passes as the weak-view reductions,
-        # and its backward is one elementwise kernel (softmax - one-hot); F.cross_entropy's nll_loss
-        # backward instead becomes a strided reduction over the classes (measured ~20% slower on CPU).
-        return torch.logsumexp(logits, dim=-1) - logits.gather(-1, target[:, None]).squeeze(-1)
-    # Eager: ATen's fused log_softmax + nll_loss kernels beat the composite logsumexp.
-    return F.cross_entropy(logits, target, reduction="none")
+        # For inductor, two passes over each row: max softmax = exp(m - m) / sum_j exp(x_j - m) = 1 / sum,
+        # and the argmax as the smallest index holding the max (torch.argmax's tie rule). Inductor's CPU
+        # argmax reduction costs ~5x its max; the index min vectorises. NaN rows clamp to a valid class
+        # (the loss is NaN anyway, and the trainer stops on it).
+        k = logits.shape[-1]
+        top = logits.amax(dim=-1, keepdim=True)
+        conf = 1.0 / torch.exp(logits - top).sum(dim=-1)
+        iota = torch.arange(k, device=logits.device, dtype=torch.int32)
+        label = torch.where(logits == top, iota, k).amin(dim=-1).clamp_max(k - 1).long()
+        return conf, label
+    # Eager: ATen's softmax and max kernels beat the composite above.
+    return torch.softmax(logits, dim=-1).max(dim=-1)
+
+
+def _pseudo_labels(f_weak: Tensor, a_weak: Tensor, threshold: float, scheme: str,
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(mask_f, mask_a, target_f, target_a) of `scheme` from the two weak-view logit tensors (B_u, K)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    f_weak, a_weak = f_weak.detach().float(), a_weak.detach().float()
+    if scheme == "average":
+        conf, label = ((torch.softmax(f_weak, dim=-1) + torch.softmax(a_weak, dim=-1)) * 0.5).max(dim=-1)
+        conf_tf = conf_ta = conf
+        label_tf = label_ta = label
+    else:
+        # Every other scheme picks, per clip, one whole distribution (p^F or p^A): selecting its
+        # (max, argmax) pair with torch.where is exactly max/argmax of the selected distribution.
+        conf_f, label_f = _weak_confidence(f_weak)
+        conf_a, label_a = _weak_confidence(a_weak)
+        if scheme == "cross":
+            use_f_for_f = torch.zeros_like(conf_f, dtype=torch.bool)
+            use_f_for_a = torch.ones_like(use_f_for_f)
+        elif scheme == "fixmatch":
+            use_f_for_f = torch.ones_like(conf_f, dtype=torch.bool)
+            use_f_for_a = torch.zeros_like(use_f_for_f)
+        elif scheme == "self_first":
+            use_f_for_f = conf_f >= threshold
+            use_f_for_a = conf_a < threshold
+        elif scheme == "opposite_first":
+            use_f_for_f = conf_a < threshold
+            use_f_for_a = conf_f >= threshold
+        else:  # maximum
+            use_f_for_f = use_f_for_a = conf_f >= conf_a
+        conf_tf = torch.where(use_f_for_f, conf_f, conf_a)
+        label_tf = torch.where(use_f_for_f, label_f, label_a)
+        conf_ta = torch.where(use_f_for_a, conf_f, conf_a)
+        label_ta = torch.where(use_f_for_a, label_f, label_a)
+    return conf_tf >= threshold, conf_ta >= threshold, label_tf, label_ta
 
 
 def _masked_ce(strong: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """(1 / B_u) sum_i mask_i * CE(strong_i, target_i); strong (B_u, K), float32 math."""
-    ce = _cross_entropy(strong.float(), target)
+    ce = F.cross_entropy(strong.float(), target, reduction="none")
     # where, not a multiply: an unmasked sample must contribute exactly 0 (and a zero gradient).
     return torch.where(mask, ce, torch.zeros_like(ce)).sum() / strong.shape[0]
 
@@ -84,58 +130,91 @@ def pseudo_label_losses(
     Any float dtype; probabilities and losses are computed in float32. `scheme` must be one of SCHEMES
     (a static string: each scheme is its own compiled graph).
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
-    p_f = torch.softmax(f_weak.detach().float(), dim=-1)
-    p_a = torch.softmax(a_weak.detach().float(), dim=-1)
-    if scheme == "average":
-        conf, label = ((p_f + p_a) * 0.5).max(dim=-1)
-        conf_tf = conf_ta = conf
-        label_tf = label_ta = label
-    else:
-        # Every other scheme picks, per clip, one whole distribution (p^F or p^A): selecting its
-        # (max, argmax) pair with torch.where is exactly max/argmax of the selected distribution.
-        conf_f, label_f = p_f.max(dim=-1)
-        conf_a, label_a = p_a.max(dim=-1)
-        if scheme == "cross":
-            use_f_for_f = torch.zeros_like(conf_f, dtype=torch.bool)
-            use_f_for_a = torch.ones_like(use_f_for_f)
-        elif scheme == "fixmatch":
-            use_f_for_f = torch.ones_like(conf_f, dtype=torch.bool)
-            use_f_for_a = torch.zeros_like(use_f_for_f)
-        elif scheme == "self_first":
-            use_f_for_f = conf_f >= threshold
-            use_f_for_a = conf_a < threshold
-        elif scheme == "opposite_first":
-            use_f_for_f = conf_a < threshold
-            use_f_for_a = conf_f >= threshold
-        else:  # maximum
-            use_f_for_f = use_f_for_a = conf_f >= conf_a
-        conf_tf = torch.where(use_f_for_f, conf_f, conf_a)
-        label_tf = torch.where(use_f_for_f, label_f, label_a)
-        conf_ta = torch.where(use_f_for_a, conf_f, conf_a)
-        label_ta = torch.where(use_f_for_a, label_f, label_a)
-    mask_f = conf_tf >= threshold
-    mask_a = conf_ta >= threshold
+    mask_f, mask_a, target_f, target_a = _pseudo_labels(f_weak, a_weak, threshold, scheme)
     return PseudoLabelLosses(
-        loss_f=_masked_ce(f_strong, label_tf, mask_f),
-        loss_a=_masked_ce(a_strong, label_ta, mask_a),
+        loss_f=_masked_ce(f_strong, target_f, mask_f),
+        loss_a=_masked_ce(a_strong, target_a, mask_a),
         mask_f=mask_f,
         mask_a=mask_a,
-        target_f=label_tf,
-        target_a=label_ta,
+        target_f=target_f,
+        target_a=target_a,
     )
 
 
-@functools.lru_cache(maxsize=None)
-def compiled_pseudo_label_losses() -> PseudoLabelFn:
-    """`pseudo_label_losses` compiled with torch.compile: one fused forward and one backward kernel.
+def _masked_ce_and_grad(strong: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """`_masked_ce` and its gradient w.r.t. `strong`, mask_i * (softmax(strong_i) - onehot(target_i)) / B_u,
+    in the dtype of `strong`; written so that inductor computes both in two passes over each row."""
+    x = strong.float()
+    b, k = x.shape
+    top = x.amax(dim=-1, keepdim=True)
+    e = torch.exp(x - top)
+    total = e.sum(dim=-1, keepdim=True)
+    onehot = torch.arange(k, device=x.device, dtype=torch.int32) == target[:, None]
+    x_target = x.gather(-1, target[:, None])
+    ce = (top + torch.log(total) - x_target).squeeze(-1)
+    loss = torch.where(mask, ce, 0.0).sum() / b
+    grad = torch.where(mask[:, None], e * (1.0 / total) - onehot.float(), 0.0) * (1.0 / b)
+    return loss, grad.to(strong.dtype)
 
-    Compilation happens on the first call and again for each new (scheme, dtype, B_u, threshold), all
-    fixed during a run: static shapes give the fastest kernels and the training B_u never changes
-    (drop_last loaders). Eager and compiled agree to float32 rounding (tests/test_losses.py).
+
+def _losses_and_grads(f_weak: Tensor, a_weak: Tensor, f_strong: Tensor, a_strong: Tensor, threshold: float,
+                      scheme: str) -> tuple[Tensor, ...]:
+    """The graph torch.compile fuses: PseudoLabelLosses' six fields, then d loss_f/d f_strong, d loss_a/d a_strong."""
+    mask_f, mask_a, target_f, target_a = _pseudo_labels(f_weak, a_weak, threshold, scheme)
+    loss_f, grad_f = _masked_ce_and_grad(f_strong, target_f, mask_f)
+    loss_a, grad_a = _masked_ce_and_grad(a_strong, target_a, mask_a)
+    return loss_f, loss_a, mask_f, mask_a, target_f, target_a, grad_f, grad_a
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_losses_and_grads() -> Callable[..., tuple[Tensor, ...]]:
+    # Static shapes: the fastest kernels, and the training B_u never changes (drop_last loaders). One graph
+    # per (scheme, dtype, B_u, threshold), all fixed during a run.
+    return torch.compile(_losses_and_grads, fullgraph=True, dynamic=False)
+
+
+class _FusedPseudoLabelLosses(torch.autograd.Function):
+    """Forward: the compiled graph, saving the two gradients it returns. Backward: scale them by the incoming
+    gradients of loss_f and loss_a (e.g. lambda_u and the AMP loss scale)."""
+
+    @staticmethod
+    def forward(ctx, f_weak, a_weak, f_strong, a_strong, threshold, scheme):
+        *outputs, grad_f, grad_a = _compiled_losses_and_grads()(f_weak, a_weak, f_strong, a_strong, threshold,
+                                                                scheme)
+        ctx.save_for_backward(grad_f, grad_a)
+        ctx.mark_non_differentiable(*outputs[2:])
+        return tuple(outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_loss_f, d_loss_a, *_):
+        grad_f, grad_a = ctx.saved_tensors
+        # In place: the saved gradients are this node's own buffers, used once (a second backward through
+        # the node fails autograd's saved-tensor version check instead of silently scaling twice).
+        return None, None, grad_f.mul_(d_loss_f), grad_a.mul_(d_loss_a), None, None
+
+
+def fused_pseudo_label_losses(
+    f_weak: Tensor,
+    a_weak: Tensor,
+    f_strong: Tensor,
+    a_strong: Tensor,
+    *,
+    threshold: float,
+    scheme: str = "cross",
+) -> PseudoLabelLosses:
+    """`pseudo_label_losses` through one compiled forward graph that also yields the strong-logit gradients.
+
+    Same arguments and results (to float32 rounding; tests/test_losses.py). The first call compiles.
     """
-    return torch.compile(pseudo_label_losses, fullgraph=True, dynamic=False)
+    if scheme not in SCHEMES:  # here too: inside the compiled graph it would surface as a dynamo error
+        raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    return PseudoLabelLosses(*_FusedPseudoLabelLosses.apply(f_weak, a_weak, f_strong, a_strong, threshold, scheme))
+
+
+def compiled_pseudo_label_losses() -> PseudoLabelFn:
+    """The fused, torch.compile'd `pseudo_label_losses` (the `runtime.compile_loss` path)."""
+    return fused_pseudo_label_losses
 
 
 def get_pseudo_label_losses(compile: bool) -> PseudoLabelFn:

@@ -195,7 +195,7 @@ def build_task(method_cfg: Any, *, primary: nn.Module, aux: nn.Module | None = N
 
     method_cfg: any object with name, scheme, threshold, lambda_u, aux_supervised, aux_unsupervised.
     primary / aux: the networks F and A (A is needed by cmpl only and ignored by the others).
-    compile_loss: use the torch.compile'd pseudo-label loss.
+    compile_loss: use the fused, torch.compile'd pseudo-label loss.
     """
     name = method_cfg.name
     loss_fn = get_pseudo_label_losses(compile_loss)

@@ -127,7 +127,8 @@ def paper(dataset: str, pct: int, backbone: str, method: str = "cmpl", epochs: f
     cfg.method.threshold, cfg.method.lambda_u = 0.9, _LAMBDA[pct]
     cfg.optim.lr, cfg.optim.base_batch, cfg.optim.momentum, cfg.optim.weight_decay = 0.1, 192, 0.9, wd
     cfg.schedule.epochs, cfg.schedule.epoch_unit, cfg.schedule.warmup_epochs = epochs, "unlabeled", 0.0
-    # GPU runs: the fused (compiled) pseudo-label loss; on CPU compiling it gains nothing (bench/RESULTS.md).
+    # Long GPU runs: the fused, compiled pseudo-label loss. The CPU presets leave it off: its per-step gain
+    # there (~0.1-0.3 ms, bench/RESULTS.md) never repays the seconds its compile costs in a short run.
     cfg.runtime.compile_loss = True
     cfg.run.dir = f"runs/{dataset}_{pct}pct_{backbone}" + ("" if method == "cmpl" else f"_{method}")
     cfg.run.checkpoint_every, cfg.run.log_every, cfg.run.eval_every = 1000, 50, 5000

@@ -133,6 +133,28 @@ def test_compiled_matches_eager_and_reference(scheme, dtype, threshold):
     assert_same(got, run(reference, inputs, threshold=threshold, scheme=scheme), dtype)
 
 
+def test_compiled_backward_scales_by_the_incoming_gradients():
+    """The fused path saves d loss / d strong and scales it in backward: check weighted losses (lambda_u, an AMP
+    scale) and FixMatch's call, which passes one strong tensor as both f_strong and a_strong."""
+    torch._dynamo.reset()
+    f_weak, a_weak, f_strong, _ = make_inputs(seed=2)
+    grads = []
+    for fn in (compiled_pseudo_label_losses(), pseudo_label_losses):
+        out = fn(f_weak, a_weak, f_strong, f_strong, threshold=TAU, scheme="fixmatch")
+        grads.append(torch.autograd.grad(3.0 * out.loss_f + 0.5 * out.loss_a, f_strong)[0])
+    assert bool(grads[1].abs().sum() > 0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_backward_twice_through_one_graph_fails_loudly():
+    """Backward scales the saved gradients in place, so a second backward must error, never scale twice."""
+    f_weak, a_weak, f_strong, a_strong = make_inputs(seed=3)
+    out = compiled_pseudo_label_losses()(f_weak, a_weak, f_strong, a_strong, threshold=TAU, scheme="cross")
+    torch.autograd.grad(out.loss_f + out.loss_a, [f_strong, a_strong], retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.loss_f + out.loss_a, [f_strong, a_strong])
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_no_clip_passes_gives_zero_loss_and_gradient(scheme):
     inputs = make_inputs()
@@ -200,9 +222,10 @@ def test_output_types_for_bf16_inputs():
     assert out.target_f.dtype == out.target_a.dtype == torch.int64
 
 
-def test_unknown_scheme_is_rejected():
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_unknown_scheme_is_rejected(compile):
     with pytest.raises(ValueError, match="unknown pseudo-label scheme 'crosss'"):
-        pseudo_label_losses(*make_inputs(), threshold=TAU, scheme="crosss")
+        get_pseudo_label_losses(compile)(*make_inputs(), threshold=TAU, scheme="crosss")
 
 
 def test_supervised_loss_is_float32_cross_entropy():

@@ -104,7 +104,7 @@ def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     assert _load(tmp_path / "resumed/checkpoints/last.pt")["step"] == n
     second = _start(_train_cmd(dataset, tmp_path / "resumed", *common, f"--schedule.max_steps={2 * n}"))
     out = _finish(second)
-    assert f"resumed from" in out and f"at step {n}" in out
+    assert "resumed from" in out and f"at step {n}" in out
     _finish(straight)
 
     a, b = _load(tmp_path / "resumed/checkpoints/last.pt"), _load(tmp_path / "straight/checkpoints/last.pt")

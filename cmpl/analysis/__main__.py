@@ -17,9 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cmpl.atomic import write_json
+
 from .curves import plot_curves, pseudo_label_curves, tail_mean
 from .per_class import binned_gain, class_gaps, fit_line, plot_per_class
-from .runs import AnalysisError, EvalResult, eval_path, load_eval, require_run, write_json
+from .runs import AnalysisError, EvalResult, eval_path, load_eval, require_run
 from .temporal import STRIDES, drop_ratios
 
 

@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmpl.atomic import write_json, write_text  # noqa: F401  (re-exported for cmpl.demo)
-
 
 class AnalysisError(Exception):
     """A user-facing problem with an input (the message names the file); CLIs print it and exit 2."""
