@@ -7,10 +7,9 @@ CPU backend (VP8/VP9/MJPEG only). Outputs are float32 `(C, T, H, W)` per sample,
 from __future__ import annotations
 
 from nvidia.dali import fn, pipeline_def, types
-from nvidia.dali.auto_aug import rand_augment
 from nvidia.dali.auto_aug.core import select, signed_bin
 
-from pipelines import sampling
+from pipelines import rand_augment, sampling
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -54,11 +53,12 @@ def _normalize(clip, crop_size: int | None = None, x=0.5, y=0.5, flip=0):
 
 
 def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_shape):
-    """Random crop + flip, RandAugment (`ra_ops` ops and magnitudes given per clip) and Cutout, then normalize."""
+    """Random crop + flip, RandAugment (`ra_ops` ops and magnitudes given per clip; DALI's suite with per-clip
+    contrast, rand_augment.py) and Cutout, then normalize."""
     clip = fn.crop_mirror_normalize(
         clip, crop=(crop_size, crop_size), crop_pos_x=x, crop_pos_y=y, mirror=flip,
         dtype=types.UINT8, output_layout="FHWC")
-    suite = rand_augment.get_rand_augment_suite(use_shape=True)
+    suite = rand_augment.clip_suite()
     assert len(suite) == sampling.RA_SUITE_SIZE, "DALI's RandAugment suite changed; update sampling.py"
     for level in range(ra_ops):
         magnitude = signed_bin(ra[level, 1], random_sign=ra[level, 2])
