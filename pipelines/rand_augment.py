@@ -3,10 +3,10 @@
 DALI's `auto_aug` contrast and auto-contrast compute their statistics per frame (a contrast center, a
 min/max range per frame). For a clip that makes the one drawn augmentation act differently on each frame;
 here the statistics are over the whole clip (axes F, H, W), so a clip gets one intensity mapping, like
-every other op of the suite. On the CPU backend these versions also run as single fused operators
-(`fn.contrast`, `fn.crop_mirror_normalize` with per-clip arguments) instead of DALI's chains of arithmetic
-operators: about 6x and 4x cheaper per 16-frame 224 px clip (bench/RESULTS.md). On the GPU, where
-statistics computed on the device cannot be operator arguments, they keep DALI's arithmetic form.
+every other op of the suite. On the CPU backend, contrast also runs as one `fn.contrast` with the clip's
+centre as a per-sample argument instead of DALI's chain of arithmetic operators: about 6x cheaper per
+16-frame 224 px clip (`python -m bench.ra_ops`, bench/RESULTS.md). On the GPU, where statistics computed on
+the device cannot be operator arguments, it keeps DALI's arithmetic form.
 
 Everything else (op list and order, magnitude ranges, `select`, `signed_bin`) is DALI's.
 """
@@ -40,32 +40,17 @@ def clip_contrast(data, parameter):
     return (contrast_fused if data.device == "cpu" else contrast_arithmetic)(data, parameter)
 
 
-def _range(data, keep_dims: bool):
-    """Per channel over the clip: (lo as float, spread = hi - lo, spread > 0, spread == 0)."""
-    lo = fn.cast(fn.reductions.min(data, axis_names="FHW", keep_dims=keep_dims), dtype=types.FLOAT)
-    spread = fn.cast(fn.reductions.max(data, axis_names="FHW", keep_dims=keep_dims), dtype=types.FLOAT) - lo
-    stretch = spread > 0
-    return lo, spread, stretch, stretch ^ True
-
-
-def auto_contrast_fused(data):
-    """CPU form of `clip_auto_contrast`: one crop_mirror_normalize with per-clip mean/std arguments,
-    (x - lo) / (spread / 255), or (x - 0) / 1 for a constant channel, rounded and saturated to uint8."""
-    lo, spread, stretch, keep = _range(data, keep_dims=False)
-    return fn.crop_mirror_normalize(data, mean=lo * stretch, std=spread * stretch / 255.0 + keep,
-                                    dtype=types.UINT8, output_layout="FHWC")
-
-
-def auto_contrast_arithmetic(data):
-    """GPU form of `clip_auto_contrast` (DALI's arithmetic, statistics over F, H, W); also runs on the CPU."""
-    lo, spread, stretch, keep = _range(data, keep_dims=True)
-    return fn.cast_like((data - lo * stretch) * (255.0 / (spread * stretch + keep * 255.0)), data)
-
-
 @augmentation
 def clip_auto_contrast(data, _):
-    """Per channel, stretch the clip's [min, max] to [0, 255]; a constant channel is left as it is."""
-    return (auto_contrast_fused if data.device == "cpu" else auto_contrast_arithmetic)(data)
+    """Per channel, stretch the clip's [min, max] to [0, 255]; a constant channel is left as it is.
+
+    DALI's arithmetic with the statistics over F, H, W. (A single crop_mirror_normalize with per-clip
+    arguments costs the same on the CPU: its float-to-uint8 conversion is the slow part of both.)
+    """
+    lo = fn.cast(fn.reductions.min(data, axis_names="FHW", keep_dims=True), dtype=types.FLOAT)
+    spread = fn.cast(fn.reductions.max(data, axis_names="FHW", keep_dims=True), dtype=types.FLOAT) - lo
+    stretch = spread > 0
+    return fn.cast_like((data - lo * stretch) * (255.0 / (spread * stretch + (stretch ^ True) * 255.0)), data)
 
 
 def clip_suite() -> list:
