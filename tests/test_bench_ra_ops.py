@@ -1,0 +1,19 @@
+"""bench.ra_ops runs on the CPU backend and reports every op of the loaders' suite."""
+from __future__ import annotations
+
+import json
+
+from bench import ra_ops
+from pipelines import rand_augment
+
+
+def test_ra_ops_table_covers_the_suite(tmp_path, capsys):
+    out = tmp_path / "ra.json"
+    assert ra_ops.main(["--frames", "2", "--size", "16", "--batch", "2", "--runs", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [r["op"] for r in result["rows"]]
+    assert names[:14] == [op.name for op in rand_augment.clip_suite()]
+    assert names[14:] == ["contrast (DALI, per frame)", "auto_contrast (DALI, per frame)"]
+    assert result["base_ms"] > 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in names)
