@@ -214,6 +214,13 @@ def test_compiled_loss_gives_the_same_step():
     out_e, out_c = task_eager(*batches), task_comp(*batches)
     for key in out_e:
         assert math.isclose(out_e[key].item(), out_c[key].item(), rel_tol=1e-5, abs_tol=1e-6), key
+    # The fused loss's backward (saved gradients scaled by lambda_u) gives every parameter the eager gradient.
+    out_e["loss"].backward()
+    out_c["loss"].backward()
+    for name in task_eager.networks:
+        for (pname, pe), pc in zip(task_eager.networks[name].named_parameters(),
+                                   task_comp.networks[name].parameters()):
+            torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}.{pname}: {m}")
 
 
 def test_build_task_errors():
