@@ -4,8 +4,9 @@
 
 For every op of the suite the loaders use (`pipelines.rand_augment.clip_suite`), and for DALI's own
 per-frame contrast and auto-contrast that two of them replace, a pipeline applies that one op at a middle
-magnitude (warps: nearest neighbour, as the loaders) to a batch of random uint8 FHWC clips; the table gives ms per clip (CPU time of the process on
-the CPU backend, wall time on the GPU) minus the same pipeline with no op, so only the op is counted.
+magnitude (warps: nearest neighbour, as in the loaders) to a batch of random uint8 FHWC clips. The table gives
+ms per clip (CPU time of the process on the CPU backend, wall time on the GPU) minus the same pipeline with
+no op, so only the op is counted.
 """
 from __future__ import annotations
 

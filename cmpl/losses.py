@@ -143,7 +143,8 @@ def pseudo_label_losses(
 
 def _masked_ce_and_grad(strong: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """`_masked_ce` and its gradient w.r.t. `strong`, mask_i * (softmax(strong_i) - onehot(target_i)) / B_u,
-    in the dtype of `strong`; written so that inductor computes both in two passes over each row."""
+    in the dtype of `strong`; written so that inductor computes both in three passes over each row (max,
+    exp-sum, gradient) and one gathered load."""
     x = strong.float()
     b, k = x.shape
     top = x.amax(dim=-1, keepdim=True)
