@@ -67,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    for name in ("frames", "size", "batch", "threads", "runs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.device == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--device gpu but CUDA is not available")
     warnings.filterwarnings("ignore", message=".*deprecated")
     from nvidia.dali.auto_aug import augmentations
 

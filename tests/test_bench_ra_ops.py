@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import ra_ops
 from pipelines import rand_augment
 
@@ -17,3 +19,9 @@ def test_ra_ops_table_covers_the_suite(tmp_path, capsys):
     assert result["base_ms"] > 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in names)
+
+
+def test_ra_ops_rejects_bad_sizes(capsys):
+    with pytest.raises(SystemExit):
+        ra_ops.main(["--frames", "0"])
+    assert "--frames must be >= 1, got 0" in capsys.readouterr().err
