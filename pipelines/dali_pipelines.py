@@ -54,7 +54,7 @@ def _normalize(clip, crop_size: int | None = None, x=0.5, y=0.5, flip=0):
 
 def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_shape):
     """Random crop + flip, RandAugment (`ra_ops` ops and magnitudes given per clip; DALI's suite with per-clip
-    contrast, rand_augment.py) and Cutout, then normalize."""
+    contrast and auto-contrast, rand_augment.py) and Cutout, then normalize."""
     clip = fn.crop_mirror_normalize(
         clip, crop=(crop_size, crop_size), crop_pos_x=x, crop_pos_y=y, mirror=flip,
         dtype=types.UINT8, output_layout="FHWC")
