@@ -433,7 +433,7 @@ def _h264_copy(src: Path, dst: Path) -> Path:
     """The same dataset as `src` (indexed VP9 fixtures), every video re-written as H.264 .mp4."""
     import csv
 
-    from tests.video_fixtures import write_indexed_video
+    from pipelines.testing import write_indexed_video
 
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.webm"))
@@ -483,7 +483,7 @@ def _weak_batches(root: Path, device: str, batches: int, seed: int = 0) -> list[
 
 def _frame_exact(batches: list[dict[str, Any]]) -> tuple[int, int]:
     """(clips whose decoded frames are the sampled indices, clips checked) over the weak views."""
-    from tests.video_fixtures import read_indices
+    from pipelines.testing import read_indices
 
     good = total = 0
     for b in batches:
@@ -498,7 +498,7 @@ def _pixel_diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, f
     """Weak-view differences in 0..255 units (mean, 99th percentile, max) and whether indices match."""
     import torch
 
-    from tests.video_fixtures import STD
+    from pipelines.testing import STD
 
     std = STD.view(1, 3, 1, 1, 1)
     diffs, same_idx = [], True
@@ -518,7 +518,7 @@ AGREE_MEAN, AGREE_P99 = 2.0, 16.0
 
 
 def worker_decode(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.video_fixtures import make_dataset
+    from pipelines.testing import make_dataset
 
     work = Path(args.work)
     vp9 = make_dataset(work / "fix_vp9", classes=("a", "b"), train_per_class=4, val_per_class=1,
@@ -586,7 +586,7 @@ def _throughput_dataset(root: Path, codec: str, videos: int, frames: int, size: 
     and the mean bitrate in kbit/s."""
     import multiprocessing as mp
 
-    from tests.video_fixtures import make_dataset
+    from pipelines.testing import make_dataset
 
     make_dataset(root, classes=("x",), train_per_class=2, val_per_class=0, num_frames=8, size=(32, 32))
     ext = ".webm" if codec.startswith("libvpx") else ".mp4"

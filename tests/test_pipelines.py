@@ -11,7 +11,7 @@ import pipelines
 from pipelines import sampling
 from pipelines.dataset import DatasetError
 from pipelines.reference import reference_loader
-from tests.video_fixtures import darkness, make_dataset, read_indices, stripe_masks
+from pipelines.testing import darkness, make_dataset, read_indices, stripe_masks
 
 FPS = 25
 T_S = 0.4  # seconds: aux offsets within +-10 frames

@@ -92,7 +92,7 @@ def make_dataset(
                         labeled.append(rel)
     (root / "splits" / "1pct_seed0.txt").write_text("".join(f"{p}\n" for p in labeled))
     (root / "failures.csv").write_text("source,reason\n")
-    meta = {"source": "tests.video_fixtures", "codec": "vp9", "fps": fps, "gop": 8, "short_side": min(size)}
+    meta = {"source": "pipelines.testing", "codec": "vp9", "fps": fps, "gop": 8, "short_side": min(size)}
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
