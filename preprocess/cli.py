@@ -10,6 +10,7 @@ from typing import Callable
 from preprocess import PreprocessError
 from preprocess.dataset_writer import Summary
 from preprocess.encode import CODECS, EncodeSettings
+from preprocess.shards import Shard
 
 
 def _fraction(text: str) -> Fraction:
@@ -35,6 +36,25 @@ def add_encode_args(p: argparse.ArgumentParser, *, fps: int, short_side: int = 2
                    help=f"output short side in pixels (default {short_side})")
     g.add_argument("--crf", type=int, default=None, help="constant quality (default: vp9 32, h264 23)")
     g.add_argument("--limit", type=int, default=None, help="only the first N videos of each list (trial run)")
+
+
+def add_shard_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (one task per shard, then a join; see preprocess/shards.py)")
+    g.add_argument("--shard", metavar="K/N",
+                   help="encode only shard K of N (K = 0..N-1) and write no manifest; the N shards may run "
+                        "at the same time on one OUT")
+    g.add_argument("--merge", action="store_true",
+                   help="join the finished shards: write the manifests, encode nothing (exit 2 if a video is "
+                        "in no shard's results); a plain rerun joins too and encodes what is left")
+
+
+def shard_from_args(args: argparse.Namespace) -> Shard | None:
+    """The --shard of `args` (None: no sharding); PreprocessError for a malformed value or --merge with it."""
+    if args.shard is None:
+        return None
+    if args.merge:
+        raise PreprocessError("--merge joins the shards: give it without --shard")
+    return Shard.parse(args.shard)
 
 
 def settings_from_args(args: argparse.Namespace) -> EncodeSettings:

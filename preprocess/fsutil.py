@@ -1,7 +1,8 @@
-"""Small file-system helpers: atomic writes and a per-output-folder lock."""
+"""Small file-system helpers: atomic writes and file locks on the output folder."""
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import os
@@ -34,12 +35,31 @@ def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Iterable[obje
 
 
 @contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (two runs writing one folder would delete each other's temps)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
+def file_lock(path: Path, *, shared: bool = False, busy: str) -> Iterator[None]:
+    """Hold a flock on `path` (created if absent) or raise PreprocessError(`busy`) if another process has it.
+
+    The lock ends when the file closes, also on kill -9. "a+" opens for reading and writing: NFS emulates
+    flock with byte-range locks, which need a readable file for a shared lock and a writable one otherwise.
+    """
+    with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PreprocessError(f"another preprocess run is writing {folder}") from None
-        yield  # the lock ends when the file closes, also on kill -9
+            raise PreprocessError(busy) from None
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise PreprocessError(f"the file system of {path.parent} does not support file locks "
+                                      f"({e.strerror}; on Lustre mount with -o flock)") from None
+            raise
+        yield
+
+
+@contextmanager
+def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Lock `folder` for one writer (two runs writing one folder would delete each other's temps), or, with
+    `shared`, for any number of shard runs, which write disjoint videos; the two kinds exclude each other."""
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = (f"an unsharded preprocess run (or a join) is writing {folder}" if shared else
+            f"another preprocess run is writing {folder} (a --shard run may still be going)")
+    with file_lock(folder / ".lock", shared=shared, busy=busy):
+        yield

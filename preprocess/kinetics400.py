@@ -1,6 +1,8 @@
 """Kinetics-400 (official annotations + downloaded clips) -> dataset folder.
 
     python -m preprocess.kinetics400 SRC --annotations ANN_DIR --out OUT [--workers N] [--limit N]
+    python -m preprocess.kinetics400 SRC --annotations ANN_DIR --out OUT --shard K/N  # one of N, K = 0..N-1
+    python -m preprocess.kinetics400 SRC --annotations ANN_DIR --out OUT --merge      # join the N shards
 
 ANN_DIR holds the official `train.csv` and `val.csv` (columns label,youtube_id,time_start,time_end,split
 and optionally is_cc). A clip is the file named `<youtube_id>_<time_start:06d>_<time_end:06d>.<any ext>`
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 from preprocess import PreprocessError
-from preprocess.cli import add_encode_args, run_cli, settings_from_args
+from preprocess.cli import add_encode_args, add_shard_args, run_cli, settings_from_args, shard_from_args
 from preprocess.dataset_writer import Job, Summary, build_dataset
 
 SPLITS = {"1pct": 6, "10pct": 60}
@@ -103,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="folder holding the downloaded clips (any layout)")
     p.add_argument("--annotations", type=Path, required=True, help="folder with train.csv and val.csv")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    add_shard_args(p)
     add_encode_args(p, fps=30)
     args = p.parse_args(argv)
 
     def build() -> Summary:
-        settings = settings_from_args(args)
+        settings, shard = settings_from_args(args), shard_from_args(args)
         classes, jobs, failures = make_jobs(args.src, args.annotations, ext=settings.ext, limit=args.limit)
         return build_dataset(args.out, dataset="kinetics400", classes=classes, jobs=jobs, settings=settings,
-                             workers=args.workers, splits=SPLITS, pre_failures=failures,
+                             workers=args.workers, splits=SPLITS, pre_failures=failures, shard=shard,
+                             merge_only=args.merge,
                              extra_meta={"source": "Kinetics-400 official annotations", "limit": args.limit})
 
     return run_cli(build)

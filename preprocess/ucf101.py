@@ -1,6 +1,8 @@
 """UCF-101 (official download) -> dataset folder.
 
     python -m preprocess.ucf101 SRC --lists LISTS_DIR --out OUT [--split 1] [--workers N] [--limit N]
+    python -m preprocess.ucf101 SRC --lists LISTS_DIR --out OUT --shard K/N    # one of N runs, K = 0..N-1
+    python -m preprocess.ucf101 SRC --lists LISTS_DIR --out OUT --merge        # join the N shards
 
 SRC is the official `UCF-101/<Class>/v_<Class>_gXX_cYY.avi` tree (SRC may also be the folder holding
 `UCF-101/`); LISTS_DIR holds `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt` of `UCF101TrainTestSplits`.
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from preprocess import PreprocessError
-from preprocess.cli import add_encode_args, run_cli, settings_from_args
+from preprocess.cli import add_encode_args, add_shard_args, run_cli, settings_from_args, shard_from_args
 from preprocess.dataset_writer import Job, Summary, build_dataset
 
 SPLITS = {"1pct": 1, "10pct": 10}
@@ -95,17 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lists", type=Path, required=True, help="folder with classInd.txt, trainlist0N.txt ...")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official train/test split")
+    add_shard_args(p)
     add_encode_args(p, fps=25)
     args = p.parse_args(argv)
 
     def build() -> Summary:
-        settings = settings_from_args(args)
+        settings, shard = settings_from_args(args), shard_from_args(args)
         if not args.lists.is_dir():
             raise PreprocessError(f"--lists is not a folder: {args.lists}")
         classes, jobs, failures = make_jobs(args.src, args.lists, split=args.split, ext=settings.ext,
                                             limit=args.limit)
         return build_dataset(args.out, dataset="ucf101", classes=classes, jobs=jobs, settings=settings,
-                             workers=args.workers, splits=SPLITS, pre_failures=failures,
+                             workers=args.workers, splits=SPLITS, pre_failures=failures, shard=shard,
+                             merge_only=args.merge,
                              extra_meta={"source": f"UCF-101 official split {args.split}",
                                          "limit": args.limit})
 

@@ -1,12 +1,11 @@
 """preprocess/: UCF-101 and Kinetics-400 layouts end to end, on tiny messy inputs written here.
 
-Inputs (64x48, about 1 s): MPEG-4 Part 2 AVI, NTSC 30000/1001, an audio track, variable frame rate,
+Inputs (preprocess/testing.py; 64x48, about 1 s): MPEG-4 Part 2 AVI, NTSC 30000/1001, an audio track, VFR,
 H.264 with B-frames, a portrait odd-sized video, plus a missing, a truncated, a zero-length and a
 garbage file. Outputs are checked with DALI's CPU decoder (the reader the pipelines use).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -20,34 +19,11 @@ import numpy as np
 import pytest
 
 from preprocess import kinetics400, ucf101
-from preprocess.encode import ffmpeg_exe, probe_output
+from preprocess.encode import probe_output
+from preprocess.testing import TEST_SHORT_SIDE as SHORT
+from preprocess.testing import UCF_CLASSES, make_k400_layout, make_ucf_layout, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
-SHORT = "48"  # tests keep videos tiny; the default short side 256 would upscale them
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
-
-
-def make_video(path: Path, *, size: str = "64x48", rate: str = "25", seconds: float = 1.0,
-               extra: tuple[str, ...] = ("-c:v", "mpeg4", "-q:v", "5"), audio: bool = False,
-               vf: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
-    if audio:
-        args += ["-f", "lavfi", "-i", "sine=frequency=440"]
-    args += ["-t", str(seconds)]
-    if vf:
-        args += ["-vf", vf]
-    ffmpeg(*args, *extra, *(["-c:a", "pcm_s16le" if path.suffix == ".avi" else "aac"] if audio else []),
-           str(path))
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def dali_frame_counts(root: Path, rows: list[dict]) -> list[tuple[int, int, int]]:
@@ -81,39 +57,9 @@ def assert_outputs_decode(root: Path, rows: list[dict], *, fps: str, gop: int = 
 
 
 # --------------------------------------------------------------------------------------------- UCF-101
-UCF_CLASSES = ["ApplyEyeMakeup", "Basketball", "YoYo"]
-
-
 @pytest.fixture(scope="module")
 def ucf_src(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ucf")
-    src, lists = root / "UCF-101", root / "ucfTrainTestlist"
-    a, b, c = (src / n for n in UCF_CLASSES)
-    make_video(a / "v_ApplyEyeMakeup_g01_c01.avi")
-    make_video(a / "v_ApplyEyeMakeup_g02_c01.avi", rate="30000/1001")  # NTSC
-    make_video(a / "v_ApplyEyeMakeup_g03_c01.avi", audio=True)
-    make_video(a / "v_ApplyEyeMakeup_g04_c01.avi")  # test
-    # portrait, odd size (yuv444p: MPEG-4 Part 2 and 4:2:0 cannot hold odd sizes)
-    make_video(b / "v_Basketball_g01_c01.avi", size="45x63", extra=("-c:v", "libx264", "-pix_fmt", "yuv444p"))
-    full = make_video(root / "full.avi", seconds=2.0).read_bytes()
-    (b / "v_Basketball_g02_c01.avi").write_bytes(full[: len(full) // 2])  # truncated
-    (b / "v_Basketball_g03_c01.avi").write_bytes(b"")  # zero-length
-    make_video(b / "v_Basketball_g04_c01.avi")  # test
-    make_video(c / "v_YoYo_g02_c01.avi")
-    make_video(c / "v_YoYo_g03_c01.avi")  # test
-    lists.mkdir()
-    crlf = lambda lines: "".join(line + "\r\n" for line in lines).encode()  # noqa: E731
-    (lists / "classInd.txt").write_bytes(crlf(f"{i + 1} {n}" for i, n in enumerate(UCF_CLASSES)))
-    train = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1", "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01.avi 1",
-             "ApplyEyeMakeup/v_ApplyEyeMakeup_g03_c01.avi 1", "Basketball/v_Basketball_g01_c01.avi 2",
-             "Basketball/v_Basketball_g02_c01.avi 2", "Basketball/v_Basketball_g03_c01.avi 2",
-             "YoYo/v_YoYo_g01_c01.avi 3",  # listed, missing
-             "YoYo/v_YoYo_g02_c01.avi 3"]
-    test = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g04_c01.avi", "Basketball/v_Basketball_g04_c01.avi",
-            "YoYo/v_YoYo_g03_c01.avi"]
-    (lists / "trainlist01.txt").write_bytes(crlf(train))
-    (lists / "testlist01.txt").write_bytes(crlf(test))
-    return root, lists
+    return make_ucf_layout(tmp_path_factory.mktemp("ucf"))
 
 
 def run_ucf(src: Path, lists: Path, out: Path, *extra: str) -> int:
@@ -212,38 +158,10 @@ def test_user_errors_exit_2_with_one_line(ucf_src, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------- K400
-K400_CSV = """label,youtube_id,time_start,time_end,split,is_cc
-"playing guitar",aaaaaaaaaaa,10,20,train,0
-"playing guitar",bbbbbbbbbbb,0,10,train,0
-riding a bike,ccccccccccc,5,15,train,0
-riding a bike,ddddddddddd,30,40,train,0
-riding a bike,missingmiss,0,10,train,0
-"""
-K400_VAL = """label,youtube_id,time_start,time_end,split,is_cc
-playing guitar,eeeeeeeeeee,1,11,val,0
-riding a bike,fffffffffff,2,12,val,0
-juggling,ggggggggggg,0,10,val,0
-"""
-
-
 @pytest.fixture(scope="module")
 def k400_out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("k400")
-    src, ann = root / "kinetics", root / "annotations"
-    h264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
-    # per-label folders with spaces (downloader layout) ...
-    make_video(src / "train/playing guitar/aaaaaaaaaaa_000010_000020.mp4", extra=h264,
-               vf="setpts='(N+N*N/50)/25/TB'")  # variable frame rate
-    make_video(src / "train/playing guitar/bbbbbbbbbbb_000000_000010.mp4", extra=(*h264, "-bf", "3"))
-    make_video(src / "train/riding a bike/ccccccccccc_000005_000015.mp4", extra=h264, audio=True)
-    (src / "train/riding a bike/ddddddddddd_000030_000040.mp4").write_bytes(os.urandom(4000))  # garbage
-    # ... and flat
-    make_video(src / "eeeeeeeeeee_000001_000011.mkv", extra=h264, rate="30000/1001")
-    make_video(src / "fffffffffff_000002_000012.webm", extra=("-c:v", "libvpx-vp9", "-deadline", "realtime"))
-    make_video(src / "ggggggggggg_000000_000010.mp4", extra=h264)
-    ann.mkdir()
-    (ann / "train.csv").write_text(K400_CSV)
-    (ann / "val.csv").write_text(K400_VAL)
+    src, ann = make_k400_layout(root)
     out = root / "out"
     code = kinetics400.main([str(src), "--annotations", str(ann), "--out", str(out), "--short-side", SHORT,
                              "--workers", "1"])
