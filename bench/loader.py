@@ -1,40 +1,49 @@
-"""Unlabeled-loader throughput: decode floor vs the DALI pipeline vs the PyAV/torchvision reference.
+"""Unlabeled-loader throughput: decode floor vs the DALI pipeline vs what a user would write instead.
 
     python -m bench.loader [--data DIR] [--batches N] [--reps R] [--json OUT] [--rss-batches 1000]
+    python -m bench.loader --data DIR --short-side 256 --crop-size 224 --skip b0     # the four loaders
 
 Counts unlabeled samples/s (each sample = 4 clips: primary weak/strong, aux weak/strong) for
 (a) the decode floor: the same DALI decoder on the same frames, nothing else;
 (b) the full DALI pipeline (`pipelines.unlabeled_loader`, CPU backend here);
-(c) the reference loader (PyAV + torchvision.transforms.v2, DataLoader with as many workers as DALI threads).
+(c) the reference loader: PyAV + torchvision.transforms.v2 in a DataLoader with as many workers as DALI threads;
+(d) the same with torchcodec decoding (`VideoDecoder(path).get_frames_at(indices)`, CPU), PyTorch's own decoder:
+    skipped, with one line saying what to install, where torchcodec or its FFmpeg libraries are absent.
+(c) and (d) share every transform (pipelines/reference.py) and read the same frames with the same crops,
+flips and Cutout as (b); RandAugment is torchvision's in both.
 Without --data it writes a small synthetic dataset (preprocess.synthetic) into a temporary folder.
-The loaders run interleaved (a b c a b c ...) so that load from other processes hits all of them alike; the
-table gives medians, and CPU ms/sample (this process's threads, plus the reference's worker processes), which
-is steadier than wall time on a shared machine.
+The loaders run interleaved (a b c d a b c d ...) so that load from other processes hits all of them alike;
+the table gives medians, and CPU ms/sample (this process's threads, plus the loader's own worker processes),
+which is steadier than wall time on a shared machine.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import psutil
 
 from cmpl.atomic import write_json
+from pipelines.sampling import ClipSpec
 
 
-def _tree(with_children: bool) -> list[psutil.Process]:
+def _tree(workers: Iterable[psutil.Process] | None) -> list[psutil.Process]:
+    """This process and `workers`; None: and all its live descendants."""
     proc = psutil.Process()
-    return [proc] + (proc.children(recursive=True) if with_children else [])
+    return [proc] + (proc.children(recursive=True) if workers is None else list(workers))
 
 
-def _rss_mib(with_children: bool = False) -> float:
+def _rss_mib(workers: Iterable[psutil.Process] | None = ()) -> float:
     total = 0
-    for p in _tree(with_children):
+    for p in _tree(workers):
         try:
             total += p.memory_info().rss
         except psutil.NoSuchProcess:
@@ -42,10 +51,10 @@ def _rss_mib(with_children: bool = False) -> float:
     return total / 2**20
 
 
-def _cpu_s(with_children: bool) -> float:
-    """User + system CPU seconds of this process (all threads) and, optionally, its live children."""
+def _cpu_s(workers: Iterable[psutil.Process] | None = ()) -> float:
+    """User + system CPU seconds of this process (all threads) and `workers` (None: all live children)."""
     total = 0.0
-    for p in _tree(with_children):
+    for p in _tree(workers):
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -58,37 +67,50 @@ def _settle(timeout: float = 20.0) -> None:
     """Wait until this process tree is idle, so one loader's background prefetch is not billed to the next."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
-        c = _cpu_s(True)
+        c = _cpu_s(None)
         time.sleep(0.3)
-        if _cpu_s(True) - c < 0.03:
+        if _cpu_s(None) - c < 0.03:
             return
 
 
-def _timed(it, n: int, warmup: int, with_children: bool = False) -> dict:
-    """samples/s and CPU ms/sample over `n` batches after `warmup` (>= the prefetch depth) batches; peak RSS."""
+def start_workers(loader: Iterable) -> tuple[Iterator, list[psutil.Process]]:
+    """Start a DataLoader-style iterable (one batch) and return its iterator and the worker processes it forked,
+    so that its CPU time is billed to it alone when several such loaders are alive."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    it = iter(loader)
+    next(it)
+    return it, [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+
+
+def timed(it: Iterator, n: int, warmup: int, workers: Iterable[psutil.Process] = ()) -> dict:
+    """samples/s and CPU ms/sample over `n` batches after `warmup` (>= the prefetch depth) batches; peak RSS.
+
+    `it` yields batch dicts (samples = len of "label") or batch sizes; `workers`: its worker processes.
+    """
+    workers = list(workers)
     _settle()
     for _ in range(warmup):
         next(it)
-    peak = _rss_mib(with_children)
+    peak = _rss_mib(workers)
     samples = 0
-    c0, t0 = _cpu_s(with_children), time.perf_counter()
+    c0, t0 = _cpu_s(workers), time.perf_counter()
     for _ in range(n):
         b = next(it)
         samples += len(b["label"]) if isinstance(b, dict) else b
-        peak = max(peak, _rss_mib(with_children))
-    dt, cpu = time.perf_counter() - t0, _cpu_s(with_children) - c0
+        peak = max(peak, _rss_mib(workers))
+    dt, cpu = time.perf_counter() - t0, _cpu_s(workers) - c0
     return {"samples_per_s": samples / dt, "cpu_ms_per_sample": 1000 * cpu / samples, "seconds": dt,
             "batches": n, "peak_rss_mib": peak}
 
 
-def _median(reps: list[dict]) -> dict:
+def medians(reps: list[dict]) -> dict:
     out = {k: float(np.median([r[k] for r in reps])) for k in ("samples_per_s", "cpu_ms_per_sample")}
     out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in reps)
     out["reps"] = reps
     return out
 
 
-def _decode_floor(plan, threads: int):
+def decode_floor(plan, threads: int) -> Iterator[int]:
     """Yields batch sizes while the DALI decoder decodes exactly the frames the full pipeline would."""
     from pipelines import dali_pipelines as dp
     from pipelines import sampling
@@ -124,58 +146,76 @@ def _dataset(data: str | None, tmp: str) -> Path:
 
 
 NAMES = {"a": "(a) decode floor", "b": "(b) DALI pipeline", "b0": "(b0) DALI, ra_ops=0",
-         "c": "(c) reference (PyAV+tv2)"}
-WARMUP = {"a": 3, "b": 3, "b0": 3, "c": 5}  # > prefetch depth: DALI queue 2; DataLoader 2 workers x 2
+         "c": "(c) reference (PyAV+tv2)", "d": "(d) torchcodec+tv2"}
+WARMUP = {"a": 3, "b": 3, "b0": 3, "c": 5, "d": 5}  # > prefetch depth: DALI queue 2; DataLoader 2 workers x 2
+RATIOS = (("b", "c", "target >= 2"), ("b", "d", "DALI over torchcodec"), ("c", "d", "PyAV over torchcodec"),
+          ("a", "b", "target <= 1.3"))
+
+
+def ratios(res: dict) -> dict[str, float]:
+    """samples/s ratios "x_over_y" of RATIOS, for the loaders present in `res`."""
+    return {f"{x}_over_{y}": res[x]["samples_per_s"] / res[y]["samples_per_s"]
+            for x, y, _ in RATIOS if x in res and y in res}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.loader", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="dataset folder (default: a generated synthetic one)")
     p.add_argument("--split", default="1pct_seed0")
     p.add_argument("--batches", type=int, default=20, help="timed batches per loader per repetition")
-    p.add_argument("--reps", type=int, default=3, help="repetitions, interleaved a b c a b c ...; medians reported")
+    p.add_argument("--reps", type=int, default=3, help="repetitions, interleaved a b c d a b c d ...; medians reported")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2, help="DALI threads = reference DataLoader workers")
+    p.add_argument("--threads", type=int, default=2, help="DALI threads = (c)/(d) DataLoader workers")
     p.add_argument("--crop-size", type=int, default=224)
     p.add_argument("--short-side", type=int, default=256)
     p.add_argument("--rss-batches", type=int, default=0, help="also run the DALI loader this long, sampling RSS")
     p.add_argument("--no-ra-variant", action="store_true", help="also time (b0): the DALI loader with ra_ops=0")
-    p.add_argument("--skip", default="", help="comma list of a,b,c to skip")
+    p.add_argument("--skip", default="", help="comma list of a,b,c,d to skip")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    skip = set(args.skip.split(","))
 
     import pipelines
-    from pipelines.reference import reference_loader
+    from pipelines.reference import reference_loader, torchcodec_missing
 
+    if "d" not in skip and (missing := torchcodec_missing()):
+        print(f"(d) skipped: {missing}", file=sys.stderr)
+        skip.add("d")
     with tempfile.TemporaryDirectory() as tmp:
         root = _dataset(args.data, tmp)
-        kw = dict(split=args.split, batch_size=args.batch_size, crop_size=args.crop_size,
-                  short_side=args.short_side)
-        res: dict = {"config": {**kw, "threads": args.threads, "data": str(root), "cpus": os.cpu_count(),
-                                "batches": args.batches, "reps": args.reps},
+        spec = ClipSpec(crop_size=args.crop_size, short_side=args.short_side)
+        kw = dict(split=args.split, batch_size=args.batch_size, spec=spec)
+        res: dict = {"config": {"split": args.split, "batch_size": args.batch_size, "crop_size": args.crop_size,
+                                "short_side": args.short_side, "threads": args.threads, "data": str(root),
+                                "cpus": os.cpu_count(), "batches": args.batches, "reps": args.reps},
                      "loadavg_before": os.getloadavg()}
-        skip = set(args.skip.split(","))
         iters: dict = {}
-        t = time.perf_counter()
-        dali = pipelines.unlabeled_loader(root, device="cpu", num_threads=args.threads, **kw)
-        next(dali)
-        res["dali_first_batch_s"] = time.perf_counter() - t  # includes building the graph
+        workers: dict[str, list[psutil.Process]] = {}
+        if {"a", "b"} - skip or args.rss_batches:
+            t = time.perf_counter()
+            dali = pipelines.unlabeled_loader(root, device="cpu", num_threads=args.threads, **kw)
+            next(dali)
+            res["dali_first_batch_s"] = time.perf_counter() - t  # includes building the graph
         if "a" not in skip:
-            iters["a"] = _decode_floor(dali.plan, args.threads)
+            iters["a"] = decode_floor(dali.plan, args.threads)
         if "b" not in skip:
             iters["b"] = dali
         if args.no_ra_variant:
-            iters["b0"] = pipelines.unlabeled_loader(root, device="cpu", num_threads=args.threads, ra_ops=0, **kw)
-        if "c" not in skip:
-            iters["c"] = iter(reference_loader(root, labeled=False, num_workers=args.threads, **kw))
+            iters["b0"] = pipelines.unlabeled_loader(root, device="cpu", num_threads=args.threads,
+                                                     **{**kw, "spec": dataclasses.replace(spec, ra_ops=0)})
+        for k, decoder in (("c", "pyav"), ("d", "torchcodec")):
+            if k not in skip:
+                loader = reference_loader(root, kind="unlabeled", num_workers=args.threads, decoder=decoder, **kw)
+                iters[k], workers[k] = start_workers(loader)
         reps: dict[str, list] = {k: [] for k in iters}
         for rep in range(args.reps):
             for k, it in iters.items():
-                reps[k].append(_timed(it, args.batches, WARMUP[k], with_children=k == "c"))
+                reps[k].append(timed(it, args.batches, WARMUP[k], workers.get(k, ())))
                 print(f"rep {rep}: {NAMES[k]:<26} {reps[k][-1]['samples_per_s']:8.2f} samples/s", file=sys.stderr)
         for k in reps:
-            res[k] = _median(reps[k])
-        iters.pop("c", None)  # stop the reference workers before the RSS run
+            res[k] = medians(reps[k])
+        for k in workers:
+            iters.pop(k)  # stop the DataLoader workers before the RSS run
         if args.rss_batches:
             rss = []
             for i in range(args.rss_batches):
@@ -187,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                           "max_after_100_mib": max(after), "growth_after_100_mib": rss[-1][1] - after[0]}
         res["loadavg_after"] = os.getloadavg()
 
-    rate = {k: res[k]["samples_per_s"] for k in NAMES if k in res}
-    if "b" in rate and "c" in rate:
-        res["ratio_b_over_c"] = rate["b"] / rate["c"]
-    if "b" in rate and "a" in rate:
-        res["ratio_a_over_b"] = rate["a"] / rate["b"]
+    res["ratios"] = ratios(res)
     print(f"{'loader':<28}{'samples/s':>12}{'CPU ms/sample':>15}{'peak RSS MiB':>14}")
     for k, name in NAMES.items():
         if k in res:
@@ -199,10 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<28}{r['samples_per_s']:>12.2f}{r['cpu_ms_per_sample']:>15.1f}{r['peak_rss_mib']:>14.0f}")
     print(f"medians of {args.reps} interleaved repetitions x {args.batches} batches of {args.batch_size}; "
           f"load average {res['loadavg_before'][0]:.1f} -> {res['loadavg_after'][0]:.1f}")
-    if "ratio_b_over_c" in res:
-        print(f"(b)/(c) = {res['ratio_b_over_c']:.2f}  (target >= 2)")
-    if "ratio_a_over_b" in res:
-        print(f"(a)/(b) = {res['ratio_a_over_b']:.2f}  (target <= 1.3)")
+    for x, y, what in RATIOS:
+        if f"{x}_over_{y}" in res["ratios"]:
+            print(f"({x})/({y}) = {res['ratios'][f'{x}_over_{y}']:.2f}  ({what})")
     if "rss" in res:
         r = res["rss"]
         print(f"RSS over {r['batches']} DALI batches: {r['samples'][0][1]:.0f} MiB at batch 0, {r['at_100_mib']:.0f} "

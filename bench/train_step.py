@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from cmpl import models, presets, runtime
+from cmpl import presets, runtime
 from cmpl.atomic import write_json
+from cmpl.components import build_networks, build_optimizer, distinct
 from cmpl.methods import build_task
-from cmpl.trainer import cosine_lambda, make_step
+from cmpl.trainer import make_step
 
 MODES = {  # name -> (amp, channels_last, compile)
     "eager": ("off", False, False),
@@ -36,29 +37,37 @@ MODES = {  # name -> (amp, channels_last, compile)
 DEFAULT_MODES = ("eager", "amp_cl", "amp_cl_compile")
 
 
+PRESETS = {"paper": ("k400_1pct_r50", 400), "tiny": ("tiny", 10)}  # bench preset -> (cmpl preset, classes)
+
+
+def config(preset: str):
+    """The cmpl config a bench preset times: its models, clip shapes and batches (CMPL, threshold 0.5)."""
+    name, classes = PRESETS[preset]
+    cfg = presets.get(name)
+    cfg.model.num_classes, cfg.method.name, cfg.method.scheme, cfg.method.threshold = classes, "cmpl", "cross", 0.5
+    return cfg
+
+
 def shapes(preset: str) -> dict:
-    """Models and batch shapes of a bench preset."""
-    if preset == "paper":
-        return dict(primary="resnet3d50", aux="resnet3d50_w1_4", classes=400, pt=8, at=16, size=224, bl=2, bu=10)
-    d = presets.get("tiny")
-    return dict(primary=d.model.primary, aux=d.model.aux, classes=10, pt=d.data.primary[0], at=d.data.aux[0],
-                size=d.data.crop_size, bl=d.data.labeled_batch, bu=d.data.unlabeled_batch)
+    """Models and batch shapes of a bench preset (read from its cmpl config)."""
+    cfg = config(preset)
+    d = cfg.data
+    return dict(primary=cfg.model.primary, aux=cfg.model.aux, classes=cfg.model.num_classes, pt=d.primary[0],
+                at=d.aux[0], size=d.crop_size, bl=d.labeled_batch, bu=d.unlabeled_batch)
 
 
-def bench_mode(mode: str, s: dict, device: torch.device, warmup: int, steps: int) -> dict:
+def bench_mode(mode: str, preset: str, device: torch.device, warmup: int, steps: int) -> dict:
     """Time `steps` CMPL steps after `warmup` ones; returns videos/s, s/step and peak memory."""
     amp, cl, comp = MODES[mode]
+    cfg, s = config(preset), shapes(preset)
     torch.manual_seed(0)
-    nets = {}
-    for name in ("primary", "aux"):
-        net = models.build(s[name], num_classes=s["classes"])
-        nets[name] = runtime.prepare(net, device=device, channels_last=cl, compile=comp, distributed=False)
-    cfg = presets.get("tiny").method
-    cfg.threshold = 0.5
-    task = build_task(cfg, primary=nets["primary"][1], aux=nets["aux"][1])
-    params = [p for _, (plain, _) in nets.items() for p in plain.parameters()]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(10_000, 0))
+    networks = build_networks(cfg.model, ("primary", "aux"), num_classes=s["classes"])
+    nets = {n: runtime.prepare(m, device=device, channels_last=cl, compile=comp, distributed=False)
+            for n, m in distinct(networks).items()}
+    task = build_task(cfg.method, {n: wrapped for n, (_, wrapped) in nets.items()})
+    params = [p for plain, _ in nets.values() for p in plain.parameters()]
+    cfg.schedule.epochs, cfg.schedule.warmup_epochs = 10_000.0, 0.0
+    opt, sched = build_optimizer(cfg.optim, cfg.schedule, params, lr=0.01, steps_per_epoch=1)
     step = make_step(task, opt, sched, runtime.make_scaler(amp, device), runtime.autocast_factory(amp, device))
 
     def clip(n: int, t: int) -> torch.Tensor:
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"bench.train_step: {preset} ({s['primary']} {s['pt']}f + {s['aux']} {s['at']}f, {s['size']} px, "
           f"B_l={s['bl']} B_u={s['bu']}) on {name}, torch {torch.__version__}, {warmup} warmup + {steps} timed steps")
-    rows = [bench_mode(m, s, device, warmup, steps) for m in a.modes.split(",")]
+    rows = [bench_mode(m, preset, device, warmup, steps) for m in a.modes.split(",")]
     base = next((r["videos_per_s"] for r in rows if r["mode"] == "eager"), None)
     print(f"{'mode':<16}{'videos/s':>10}{'speedup':>9}{'s/step':>9}{'warmup s':>10}{'peak GiB':>10}")
     for r in rows:

@@ -1,9 +1,9 @@
-"""Typed run configuration: one tree of small `kw_only` dataclasses, presets, TOML, CLI overrides.
+"""Typed run configuration: one tree of small `kw_only` dataclasses, TOML, checked overrides.
 
 Each component receives only its own section (`cfg.data`, `cfg.model`, ...). A config is built from a
-named preset (`cmpl/presets.py`) or a TOML file written by this module, then `--section.key=value` (or
-`--section.key value`; a bare `--section.flag` sets a bool to true) overrides are applied with their types
-checked. User errors raise `ConfigError`; the CLIs turn it into one line on stderr and exit code 2.
+named preset (`cmpl/presets.py`) or a TOML file written by this module, then `section.key=value`
+overrides are applied with their types checked (`cmpl/cli.py` parses them from the command line). User
+errors raise `ConfigError`; the CLIs turn it into one line on stderr and exit code 2.
 
     python -m cmpl.config --preset tiny --optim.lr=0.05        # print the resolved TOML
     python -m cmpl.config --preset k400_1pct_r50 > my.toml
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import tomli_w
+
+from cmpl.registry import METHODS
 
 
 class ConfigError(ValueError):
@@ -49,7 +51,7 @@ class DataConfig:
     eval_short_side: int = 256  # official test resize
     val_clips: int = 10  # periodic validation during training (cheaper settings on CPU presets)
     val_crops: int = 3
-    device: str = _choice("auto", "auto", "gpu", "cpu")  # where loaders decode; auto: gpu if CUDA
+    device: str = _choice("auto", "auto", "cuda", "cpu")  # where loaders decode (DALI); auto: cuda if available
     num_threads: int = 2  # DALI CPU threads per loader
 
 
@@ -60,11 +62,14 @@ class ModelConfig:
     layout: str = _choice("cmpl", "cmpl", "slowonly")  # stem/kernel layout of cmpl.models
     dropout: float = 0.5  # dropout before the classifier
     num_classes: int = 0  # 0: count the lines of ROOT/classes.txt
+    # The aux role is played by the primary network itself, fed A's clip (paper Table 3 "Primary" rows,
+    # Table 2 rows 2-3); model.aux is then unused.
+    aux_shared: bool = False
 
 
 @dataclass(kw_only=True)
 class MethodConfig:
-    name: str = _choice("cmpl", "cmpl", "fixmatch", "supervised")
+    name: str = _choice("cmpl", *METHODS)  # cmpl.registry.METHODS
     scheme: str = _choice(
         "cross", "cross", "self_first", "opposite_first", "maximum", "average", "fixmatch"
     )  # pseudo-labeling scheme (paper Appendix A)
@@ -263,46 +268,6 @@ def save(cfg: Config, path: str | Path) -> None:
     write_text(path, dumps(cfg))
 
 
-def parse_argv(
-    argv: Sequence[str], *, options: Sequence[str] = (), flags: Sequence[str] = ()
-) -> tuple[dict[str, Any], list[tuple[str, str | None]]]:
-    """Split a command line into named options and `section.key` overrides.
-
-    `options` take a value (`--out X` / `--out=X`), `flags` take none. Everything else must be
-    `--section.key=value`, `--section.key value` or a bare `--section.key` (true, for bools).
-    Returns (options dict, [(dotted key, value or None)]).
-    """
-    opts: dict[str, Any] = {}
-    overrides: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if not tok.startswith("--"):
-            raise ConfigError(f"unexpected argument {tok!r}; options look like --section.key=value")
-        name, eq, value = tok[2:].partition("=")
-        if name in flags:
-            opts[name] = True
-        elif name in options or "." in name:
-            if not eq:
-                nxt = argv[i + 1] if i + 1 < len(argv) else None
-                is_value = nxt is not None and not (nxt.startswith("--") and len(nxt) > 2)
-                if is_value:
-                    value, i = nxt, i + 1
-                elif name in options:
-                    raise ConfigError(f"--{name} needs a value")
-                else:
-                    value = None  # bare flag: only valid for bools, checked in apply_overrides
-            if name in options:
-                opts[name] = value
-            else:
-                overrides.append((name, value))
-        else:
-            valid = ", ".join(f"--{o}" for o in (*options, *flags))
-            raise ConfigError(f"unknown option --{name}; valid: {valid}, or --section.key=value")
-        i += 1
-    return opts, overrides
-
-
 def apply_overrides(cfg: Config, overrides: Sequence[tuple[str, str | None]]) -> Config:
     """Return a copy of `cfg` with the overrides applied (types checked)."""
     out = _deepcopy(cfg)
@@ -317,66 +282,8 @@ def apply_overrides(cfg: Config, overrides: Sequence[tuple[str, str | None]]) ->
     return out
 
 
-def resolve(
-    argv: Sequence[str],
-    *,
-    default_preset: str | None = None,
-    options: Sequence[str] = (),
-    flags: Sequence[str] = (),
-) -> tuple[Config, dict[str, Any]]:
-    """`--preset NAME` or `--config FILE` (else `default_preset`), then overrides.
-
-    Returns the config and the other named options. Raises ConfigError on user errors.
-    """
-    from cmpl import presets
-
-    opts, overrides = parse_argv(argv, options=("preset", "config", *options), flags=flags)
-    if opts.get("preset") and opts.get("config"):
-        raise ConfigError("give either --preset or --config, not both")
-    if opts.get("config"):
-        cfg = load(opts["config"])
-    elif opts.get("preset") or default_preset:
-        cfg = presets.get(opts.get("preset") or default_preset)
-    else:
-        raise ConfigError("give --preset NAME or --config FILE")
-    return apply_overrides(cfg, overrides), opts
-
-
-def fail(message: str) -> typing.NoReturn:
-    """One line on stderr and exit code 2: how every CLI of the project reports a user error."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def run_cli(doc: str, argv: Sequence[str] | None, body: typing.Callable[[list[str]], None],
-            errors: tuple[type[Exception], ...] = ()) -> None:
-    """The frame every CLI of cmpl shares: `-h` prints `doc`; a ConfigError (or one of `errors`) raised by
-    `body(argv)` becomes one line on stderr and exit code 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        print(doc)
-        return
-    try:
-        body(args)
-    except (ConfigError, *errors) as e:
-        fail(str(e))
-
-
-def _print_config(argv: list[str]) -> None:
-    from cmpl import presets
-
-    if "--list" in argv:
-        print("\n".join(presets.names()))
-        return
-    cfg, _ = resolve(argv)
-    sys.stdout.write(dumps(cfg))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    run_cli(__doc__, argv, _print_config)
-
 if __name__ == "__main__":
-    # Run the imported module's main so ConfigError is the one class cmpl.presets raises.
-    from cmpl import config as _config
+    # The body lives in cmpl.cli, which uses the imported cmpl.config, not this __main__ copy of it.
+    from cmpl.cli import config_main
 
-    _config.main()
+    config_main()

@@ -35,7 +35,9 @@ from pathlib import Path
 from cmpl.analysis.report import (METHODS, RunRecord, existing_notes, make_plots, render_readme, summarize,
                                   table_text)
 from cmpl.analysis.runs import AnalysisError, load_eval
+from cmpl import registry
 from cmpl.atomic import write_json, write_text
+from cmpl.datasets import ensure_synthetic
 
 PRESET = "demo"
 SMOKE_STEPS = 4
@@ -60,10 +62,10 @@ class Job:
 
     @property
     def networks(self) -> tuple[str, ...]:
-        return ("primary", "aux") if self.method == "cmpl" else ("primary",)
+        return registry.method(self.method).roles
 
     def eval_json(self, network: str) -> Path:
-        return self.run_dir / ("eval.json" if network == "primary" else "eval_aux.json")
+        return self.run_dir / registry.role(network).eval_file
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -118,12 +120,10 @@ def _read_state(job: Job) -> dict:
 
 def ensure_dataset(data: Path, smoke: bool, quiet: bool, log: Path) -> None:
     """Generate the synthetic dataset at `data` unless it is already there."""
-    if (data / "classes.txt").is_file() and (data / "train.csv").is_file() and (data / "val.csv").is_file():
-        return
-    print(f"generating the synthetic dataset in {data} ...", flush=True)
-    cmd = _python("preprocess.synthetic", "--out", str(data), *(SMOKE_DATA_ARGS if smoke else ()))
-    seconds = run_logged(cmd, log, quiet)
-    print(f"dataset ready ({seconds:.0f} s)", flush=True)
+    seconds: list[float] = []
+    if ensure_synthetic(data, SMOKE_DATA_ARGS if smoke else (), run=lambda cmd: seconds.append(
+            run_logged(cmd, log, quiet))):
+        print(f"dataset ready ({seconds[0]:.0f} s)", flush=True)
 
 
 def _fmt(seconds: float) -> str:
@@ -159,10 +159,11 @@ class Progress:
 
 def config_digest(cmd: list[str]) -> str:
     """SHA-256 of the resolved config a trainer command runs with (preset + overrides), as TOML."""
-    from cmpl import config as cfg_mod
+    from cmpl import cli
+    from cmpl.config import dumps
 
-    cfg, _ = cfg_mod.resolve(cmd[3:])  # cmd = [python, -m, cmpl.train, ...]
-    return hashlib.sha256(cfg_mod.dumps(cfg).encode()).hexdigest()
+    cfg, _ = cli.resolve(cmd[3:])  # cmd = [python, -m, cmpl.train, ...]
+    return hashlib.sha256(dumps(cfg).encode()).hexdigest()
 
 
 def run_job(job: Job, *, data: Path, max_steps: int | None, smoke: bool, quiet: bool) -> tuple[RunRecord, bool]:

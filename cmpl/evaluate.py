@@ -1,6 +1,6 @@
 """Multi-view test of a trained network: softmax averaged over clips x crops, top-1/top-5, per class.
 
-    python -m cmpl.evaluate --checkpoint runs/X/checkpoints/best.pt
+    python -m cmpl.evaluate --checkpoint runs/X/checkpoints/last.pt
     python -m cmpl.evaluate --checkpoint runs/X/checkpoints/primary.pt --data.root data/ucf101 --out e.json
     python -m cmpl.evaluate --checkpoint runs/X/checkpoints/last.pt --network aux
 
@@ -19,10 +19,28 @@ import torch
 from torch import nn
 
 from cmpl import checkpoint as ckpt_io
+from cmpl import cli, registry, runtime
 from cmpl import config as cfg_mod
 from cmpl import distributed as dist_mod
-from cmpl import runtime
 from cmpl.atomic import write_json
+from cmpl.datasets import require_dataset
+
+
+def video_probabilities(
+    net: nn.Module,
+    video: torch.Tensor,
+    *,
+    autocast: Callable[[], ContextManager] = runtime.autocast_factory("off", torch.device("cpu")),
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """`video` `(N, V, C, T, H, W)` (V = clips x crops) -> `(N, K)`: the mean over the V views of the
+    softmax of `net`'s logits (float32). The caller sets eval mode and no_grad; shared by evaluate and
+    predict so both score a video the same way."""
+    n, v = video.shape[:2]
+    x = runtime.to_channels_last(video.flatten(0, 1), channels_last)
+    with autocast():
+        logits = net(x)
+    return logits.float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
 
 
 @torch.no_grad()
@@ -52,11 +70,7 @@ def evaluate_network(
         for batch in loader:
             video = batch["video"].to(device, non_blocking=True)
             label = batch["label"].to(device, non_blocking=True)
-            n, v = video.shape[:2]
-            x = runtime.to_channels_last(video.flatten(0, 1), channels_last)
-            with autocast():
-                logits = net(x)
-            probs = logits.float().softmax(dim=-1).view(n, v, -1).mean(dim=1)
+            probs = video_probabilities(net, video, autocast=autocast, channels_last=channels_last)
             top = probs.topk(k, dim=-1).indices
             hit1 = (top[:, 0] == label).double()
             correct[0] += hit1.sum()
@@ -85,15 +99,10 @@ def eval_loader(data: cfg_mod.DataConfig, *, frames_stride: tuple[int, int], off
 
     clips, crops = (data.eval_clips, data.eval_crops) if official else (data.val_clips, data.val_crops)
     return pipelines.eval_loader(
-        data.root, subset="val", batch_size=data.eval_batch, device=loader_device(data.device),
+        data.root, subset="val", batch_size=data.eval_batch, device=data.device,
         clips=clips, crops=crops, crop_size=data.eval_crop_size, short_side=data.eval_short_side,
         frames=frames_stride[0], stride=frames_stride[1], rank=dist.rank, world_size=dist.world_size,
     )
-
-
-def loader_device(name: str) -> str | None:
-    """Config "auto" | "gpu" | "cpu" -> the loaders' device argument (None = gpu if CUDA)."""
-    return None if name == "auto" else name
 
 
 def load_network(path: str | Path, network: str = "primary",
@@ -108,20 +117,27 @@ def load_network(path: str | Path, network: str = "primary",
     if "config" not in ckpt or not ({"models", "model"} & set(ckpt)):
         raise ckpt_io.CheckpointError(f"{path} is not a cmpl checkpoint (no config/models)")
     cfg = cfg_mod.apply_overrides(cfg_mod.from_dict(ckpt["config"]), overrides)
+    owner = registry.network_of(network, aux_shared=cfg.model.aux_shared)
     if "models" in ckpt:
-        if network not in ckpt["models"]:
+        if owner not in ckpt["models"]:
             raise ckpt_io.CheckpointError(
                 f"{path} has no {network!r} network; it has: {', '.join(ckpt['models'])}")
-        state = ckpt["models"][network]
+        state = ckpt["models"][owner]
     else:
-        if network != ckpt.get("network", "primary"):
+        if owner != ckpt.get("network", "primary"):
             raise ckpt_io.CheckpointError(f"{path} is an inference export of {ckpt.get('network')!r} only")
         state = ckpt["model"]
-    name = cfg.model.primary if network == "primary" else cfg.model.aux
-    net = models.build(name, num_classes=cfg.model.num_classes, layout=cfg.model.layout,
-                       dropout=cfg.model.dropout)
+    if cfg.model.num_classes <= 0 and ckpt.get("classes"):
+        cfg = cfg_mod.apply_overrides(cfg, [("model.num_classes", str(len(ckpt["classes"])))])
+    net = models.build(registry.role(owner).model_name(cfg.model), num_classes=cfg.model.num_classes,
+                       layout=cfg.model.layout, dropout=cfg.model.dropout)
     net.load_state_dict(state)
     return net, cfg, ckpt
+
+
+def network_clip(cfg: cfg_mod.Config, network: str) -> tuple[int, int]:
+    """(frames, stride) of the clips the `network` role is fed (data.primary / data.aux)."""
+    return registry.role(network).clip(cfg.data)
 
 
 def class_names(root: str, num_classes: int) -> list[str]:
@@ -138,7 +154,7 @@ def class_names(root: str, num_classes: int) -> list[str]:
 
 
 def default_out(checkpoint: Path, network: str) -> Path:
-    name = "eval.json" if network == "primary" else f"eval_{network}.json"
+    name = registry.role(network).eval_file
     if checkpoint.parent.name == "checkpoints":
         return checkpoint.parent.parent / name
     return checkpoint.with_name(f"{checkpoint.stem}_{name}")
@@ -146,27 +162,26 @@ def default_out(checkpoint: Path, network: str) -> Path:
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """CLI body; raises ConfigError / CheckpointError / DatasetError on user errors."""
-    opts, overrides = cfg_mod.parse_argv(argv, options=("checkpoint", "network", "out"))
+    opts, overrides = cli.parse_argv(argv, options=("checkpoint", "network", "out"))
     if not opts.get("checkpoint"):
         raise cfg_mod.ConfigError("--checkpoint PATH is required")
     network = opts.get("network") or "primary"
-    if network not in ("primary", "aux"):
-        raise cfg_mod.ConfigError(f"--network must be primary or aux, got {network!r}")
+    if network not in registry.ROLES:
+        raise cfg_mod.ConfigError(f"--network must be one of {', '.join(registry.ROLES)}, got {network!r}")
     path = Path(opts["checkpoint"])
     net, cfg, ckpt = load_network(path, network, overrides)
-    if not Path(cfg.data.root).is_dir():
-        raise cfg_mod.ConfigError(f"data folder not found: {cfg.data.root} (set --data.root)")
+    require_dataset(cfg.data.root)
     device = runtime.resolve_device(cfg.runtime.device)
     amp = runtime.resolve_amp(cfg.runtime.amp, device)
     net = net.to(device)
     if cfg.runtime.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
-    fs = cfg.data.primary if network == "primary" else cfg.data.aux
+    fs = network_clip(cfg, network)
     loader = eval_loader(cfg.data, frames_stride=fs, official=True)
     res = evaluate_network(net, loader, num_classes=cfg.model.num_classes, device=device,
                            autocast=runtime.autocast_factory(amp, device),
                            channels_last=cfg.runtime.channels_last)
-    names = class_names(cfg.data.root, cfg.model.num_classes)
+    names = ckpt.get("classes") or class_names(cfg.data.root, cfg.model.num_classes)
     per_class = {
         n: (c / t if t else None)
         for n, c, t in zip(names, res.pop("per_class_correct"), res["per_class_count"])
@@ -174,8 +189,9 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     out = {
         "top1": res["top1"], "top5": res["top5"], "num_videos": res["num_videos"],
         "per_class": per_class, "per_class_count": dict(zip(names, res.pop("per_class_count"))),
-        "checkpoint": str(path), "network": network, "model": cfg.model.primary if network == "primary"
-        else cfg.model.aux, "step": int(ckpt.get("step", 0)), "data_root": cfg.data.root,
+        "checkpoint": str(path), "network": network,
+        "model": registry.role(registry.network_of(network, aux_shared=cfg.model.aux_shared)).model_name(cfg.model),
+        "step": int(ckpt.get("step", 0)), "data_root": cfg.data.root,
         "clips": cfg.data.eval_clips, "crops": cfg.data.eval_crops, "crop_size": cfg.data.eval_crop_size,
         "frames": fs[0], "stride": fs[1], "amp": amp,
     }
@@ -189,10 +205,8 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     from pipelines.dataset import DatasetError
 
-    cfg_mod.run_cli(__doc__, argv, run, errors=(ckpt_io.CheckpointError, DatasetError))
+    cli.run_cli(__doc__, argv, run, errors=(ckpt_io.CheckpointError, DatasetError))
 
 
 if __name__ == "__main__":
-    from cmpl import evaluate as _evaluate  # one module object, so error classes match
-
-    _evaluate.main()
+    main()

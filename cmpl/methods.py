@@ -1,5 +1,7 @@
 """One Task per method: it owns the forward passes and losses of a training step; the loop never branches
-on the method. `build_task(method_cfg, primary=F, aux=A)` picks the Task from `method_cfg.name`.
+on the method. `build_task(method_cfg, networks)` picks the Task of `method_cfg.name`; `networks` maps each
+role the method declares in `cmpl.registry.METHODS` (primary, aux) to its module, the same module for both
+roles when the auxiliary shares the primary's weights.
 
 A Task is called once per step, `task(labeled, unlabeled) -> dict[str, Tensor]`:
     labeled   {"primary": (B_l, C, T_F, H, W), "aux": (B_l, C, T_A, H, W), "label": (B_l,) int64}
@@ -36,9 +38,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from cmpl import registry
 from cmpl.losses import SCHEMES, PseudoLabelFn, get_pseudo_label_losses, supervised_loss
-
-METHODS = ("cmpl", "fixmatch", "supervised")
 
 
 def _get(batch: Mapping[str, Tensor] | None, key: str, which: str) -> Tensor:
@@ -78,13 +79,29 @@ def _finish(loss: Tensor, stats: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"loss": loss, **{k: v.detach() for k, v in stats.items()}}
 
 
-class SupervisedTask:
+class _Task:
+    """What every Task shares: its registry entry and the modules of its roles."""
+
+    spec: registry.MethodSpec
+
+    def __init__(self, networks: Mapping[str, nn.Module]) -> None:
+        missing = [r for r in self.spec.roles if r not in networks]
+        if missing:
+            raise ValueError(f"method {self.spec.name!r} needs networks for roles {', '.join(missing)}")
+        self.networks: dict[str, nn.Module] = {r: networks[r] for r in self.spec.roles}
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        return self.spec.uses_unlabeled
+
+
+class SupervisedTask(_Task):
     """Labeled clips only, primary network F only: L = L_s^F."""
 
-    uses_unlabeled = False
+    spec = registry.METHODS["supervised"]
 
-    def __init__(self, primary: nn.Module) -> None:
-        self.networks: dict[str, nn.Module] = {"primary": primary}
+    def __init__(self, networks: Mapping[str, nn.Module], **_: Any) -> None:
+        super().__init__(networks)
 
     def __call__(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None = None,
                  ) -> dict[str, Tensor]:
@@ -93,17 +110,17 @@ class SupervisedTask:
         return _finish(loss_s_f, {"loss_s_f": loss_s_f})
 
 
-class FixMatchTask:
+class FixMatchTask(_Task):
     """FixMatch on the primary clips (Eq. 1): F's own confident weak predictions teach its strong view.
 
     L = L_s^F + lambda_u * L_u^F.
     """
 
-    uses_unlabeled = True
+    spec = registry.METHODS["fixmatch"]
 
-    def __init__(self, primary: nn.Module, *, threshold: float, lambda_u: float,
-                 loss_fn: PseudoLabelFn) -> None:
-        self.networks: dict[str, nn.Module] = {"primary": primary}
+    def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
+                 loss_fn: PseudoLabelFn, **_: Any) -> None:
+        super().__init__(networks)
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
         self.loss_fn = loss_fn
@@ -124,22 +141,23 @@ class FixMatchTask:
         return _finish(loss, stats)
 
 
-class CMPLTask:
+class CMPLTask(_Task):
     """Cross-Model Pseudo-Labeling (Eq. 2-6): L = (L_s^F + L_s^A) + lambda_u (L_u^F + L_u^A).
 
     `aux_supervised` / `aux_unsupervised` (Table 6) drop L_s^A / L_u^A; A's forward on the clips a dropped
     term would use is skipped too. A always predicts pseudo-labels for F on its weak view, so it stays in
-    `networks` (checkpointed) even when both toggles are off and it receives no gradient.
+    `networks` (checkpointed) even when both toggles are off and it receives no gradient. With a
+    weight-shared auxiliary (networks["aux"] is networks["primary"]) the one network sees both clips.
     """
 
-    uses_unlabeled = True
+    spec = registry.METHODS["cmpl"]
 
-    def __init__(self, primary: nn.Module, aux: nn.Module, *, threshold: float, lambda_u: float,
+    def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
                  scheme: str = "cross", aux_supervised: bool = True, aux_unsupervised: bool = True,
                  loss_fn: PseudoLabelFn) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
-        self.networks: dict[str, nn.Module] = {"primary": primary, "aux": aux}
+        super().__init__(networks)
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
         self.scheme = scheme
@@ -186,28 +204,19 @@ class CMPLTask:
         return _finish(sup + self.lambda_u * unsup, stats)
 
 
-Task = SupervisedTask | FixMatchTask | CMPLTask
+TASKS: dict[str, type[_Task]] = {t.spec.name: t for t in (SupervisedTask, FixMatchTask, CMPLTask)}
+Task = _Task
 
 
-def build_task(method_cfg: Any, *, primary: nn.Module, aux: nn.Module | None = None,
-               compile_loss: bool = False) -> Task:
-    """The Task of `method_cfg.name` (cmpl | fixmatch | supervised).
+def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_loss: bool = False) -> _Task:
+    """The Task of `method_cfg.name` (a key of cmpl.registry.METHODS).
 
     method_cfg: any object with name, scheme, threshold, lambda_u, aux_supervised, aux_unsupervised.
-    primary / aux: the networks F and A (A is needed by cmpl only and ignored by the others).
+    networks: {role: module} for (at least) the roles the method declares; extra roles are ignored.
     compile_loss: use the fused, torch.compile'd pseudo-label loss.
     """
-    name = method_cfg.name
-    loss_fn = get_pseudo_label_losses(compile_loss)
-    if name == "supervised":
-        return SupervisedTask(primary)
-    if name == "fixmatch":
-        return FixMatchTask(primary, threshold=method_cfg.threshold, lambda_u=method_cfg.lambda_u,
-                            loss_fn=loss_fn)
-    if name == "cmpl":
-        if aux is None:
-            raise ValueError("method 'cmpl' needs an auxiliary network (model.aux), got none")
-        return CMPLTask(primary, aux, threshold=method_cfg.threshold, lambda_u=method_cfg.lambda_u,
-                        scheme=method_cfg.scheme, aux_supervised=method_cfg.aux_supervised,
-                        aux_unsupervised=method_cfg.aux_unsupervised, loss_fn=loss_fn)
-    raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    spec = registry.method(method_cfg.name)
+    return TASKS[spec.name](networks, threshold=method_cfg.threshold, lambda_u=method_cfg.lambda_u,
+                            scheme=method_cfg.scheme, aux_supervised=method_cfg.aux_supervised,
+                            aux_unsupervised=method_cfg.aux_unsupervised,
+                            loss_fn=get_pseudo_label_losses(compile_loss))

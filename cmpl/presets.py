@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from cmpl.config import Config, ConfigError
+from cmpl.registry import METHODS
 
 _REGISTRY: dict[str, Callable[[], Config]] = {}
 
@@ -106,7 +107,6 @@ _DATASETS = {  # name -> (root, classes, weight decay, time offset t_s in second
 }
 _LAMBDA = {1: 5.0, 10: 2.0}
 _BACKBONES = {"r18": ("resnet3d18", "resnet3d18_w1_4"), "r50": ("resnet3d50", "resnet3d50_w1_4")}
-_METHODS = ("cmpl", "fixmatch", "supervised")
 
 
 def paper(dataset: str, pct: int, backbone: str, method: str = "cmpl", epochs: float = 200.0) -> Config:
@@ -141,7 +141,7 @@ def _register_paper() -> None:
     for dataset in _DATASETS:
         for pct in _LAMBDA:
             for backbone in _BACKBONES:
-                for method in _METHODS:
+                for method in ("cmpl", *(m for m in METHODS if m != "cmpl")):
                     name = f"{dataset}_{pct}pct_{backbone}" + ("" if method == "cmpl" else f"_{method}")
                     register(lambda d=dataset, p=pct, b=backbone, m=method: paper(d, p, b, m), name)
 

@@ -17,14 +17,14 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" | "cuda" | "cpu" -> the training device of this process."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("runtime.device=cuda but CUDA is not available; use --runtime.device=cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    """"auto" | "cuda" | "cpu" (pipelines.device's one resolver) -> the torch device of this process."""
+    from pipelines.device import resolve_device as resolve
+
+    try:
+        kind = resolve(name)
+    except ValueError as e:
+        raise RuntimeError(str(e)) from None
+    return torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:

@@ -15,29 +15,22 @@ Several nodes: torchrun's usual rendezvous flags, e.g.
 Presets: `python -m cmpl.config --list`; any `--section.key=value` overrides a field
 (`python -m cmpl.config --preset NAME` prints them all). Run folder: RUN/config.toml,
 RUN/checkpoints/{last,best,primary}.pt, RUN/metrics.jsonl, TensorBoard events (`tensorboard --logdir RUN`).
-Evaluate afterwards with `python -m cmpl.evaluate --checkpoint RUN/checkpoints/best.pt`.
+Evaluate afterwards with `python -m cmpl.evaluate --checkpoint RUN/checkpoints/last.pt` (best.pt is chosen on
+the same val set it would report).
 """
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from cmpl import config as cfg_mod
-
-
-def ensure_synthetic(root: str) -> None:
-    """Generate the synthetic demo dataset at `root` if it is not there yet."""
-    if Path(root).is_dir():
-        return
-    print(f"cmpl.train: generating the synthetic dataset in {root} (first use)", flush=True)
-    subprocess.run([sys.executable, "-m", "preprocess.synthetic", "--out", root], check=True)
+from cmpl import cli
+from cmpl.datasets import ensure_synthetic, require_dataset
 
 
 def _run(argv: list[str]) -> None:
     # Config and data-folder errors are reported before the heavy imports (torch, DALI).
-    cfg, opts = cfg_mod.resolve(argv, default_preset="demo")
+    cfg, opts = cli.resolve(argv, default_preset="demo")
     from cmpl.presets import demo
 
     if (opts.get("preset") or "demo") == "demo" and not opts.get("config") \
@@ -47,8 +40,7 @@ def _run(argv: list[str]) -> None:
         except subprocess.CalledProcessError as e:
             print(f"error: generating the synthetic dataset failed ({e})", file=sys.stderr)
             raise SystemExit(1) from None
-    if not Path(cfg.data.root).is_dir():
-        raise cfg_mod.ConfigError(f"data folder not found: {cfg.data.root} (set --data.root DIR)")
+    require_dataset(cfg.data.root)
 
     from pipelines.dataset import DatasetError
 
@@ -58,17 +50,15 @@ def _run(argv: list[str]) -> None:
     try:
         train(cfg)
     except (DatasetError, CheckpointError) as e:
-        cfg_mod.fail(str(e))
+        cli.fail(str(e))
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg_mod.run_cli(__doc__, argv, _run)
+    cli.run_cli(__doc__, argv, _run)
 
 
 if __name__ == "__main__":
-    from cmpl import train as _train  # one module object, so error classes match
-
-    _train.main()
+    main()

@@ -1,31 +1,31 @@
-"""The training loop: it steps, logs, validates and checkpoints; the Task owns forwards and losses.
+"""The training loop: it steps, logs, validates and checkpoints; the Task owns forwards and losses, and
+cmpl.components builds the parts.
 
 `train(cfg)` runs one process's share of a run (torchrun starts one per GPU). A fresh start and a resume
 are the same code path: build everything, then load RUN/checkpoints/last.pt if it exists.
 
 No host-device sync inside a step: Task statistics are accumulated as device tensors and reduced
 (all-reduced under DDP) with one `.tolist()` on log steps; the non-finite-loss flag is a device tensor read
-only on log, validation and checkpoint steps, so the last checkpoint written is always a finite one.
+only on steps that log, validate or save, so the last checkpoint written is always a finite one.
 """
 from __future__ import annotations
 
-import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Mapping, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from cmpl import checkpoint as ckpt_io
 from cmpl import config as cfg_mod
 from cmpl import distributed as dist_mod
-from cmpl import runtime
-from cmpl.evaluate import eval_loader, evaluate_network, loader_device
+from cmpl import registry, runtime
+from cmpl.components import (build_loaders, build_networks, build_optimizer, cosine_lambda, distinct, scaled_lr,
+                             total_steps)
+from cmpl.methods import build_task
 from cmpl.metrics_log import NullLogger, RunLogger, format_record
 
 
@@ -34,18 +34,6 @@ class TrainError(RuntimeError):
 
 
 Batch = Mapping[str, torch.Tensor]
-
-
-def cosine_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor at optimizer step s: linear warmup from 1/warmup to 1, then cosine from 1 to 0."""
-
-    def factor(s: int) -> float:
-        if s < warmup_steps:
-            return (s + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (s - warmup_steps) / span)))
-
-    return factor
 
 
 def to_device(batch: Batch, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -74,10 +62,20 @@ def make_step(task: Any, optimizer: torch.optim.Optimizer, scheduler: Any, scale
     return step
 
 
-@dataclass
-class _Models:
-    plain: dict[str, nn.Module]  # for checkpoints, eval and the optimizer
-    wrapped: dict[str, nn.Module]  # compiled / DDP, for training forwards
+class Due(NamedTuple):
+    """What a step must do after training: log statistics, validate, save last.pt."""
+
+    log: bool
+    validate: bool
+    save: bool
+
+
+def due(step: int, stop_step: int, run_cfg: Any) -> Due:
+    """The log / validate / save schedule of `run.*_every`; the final step does all three."""
+    final = step == stop_step
+    return Due(log=final or step % run_cfg.log_every == 0,
+               validate=final or bool(run_cfg.eval_every and step % run_cfg.eval_every == 0),
+               save=final or step % run_cfg.checkpoint_every == 0)
 
 
 def _seed_all(seed: int) -> None:
@@ -86,88 +84,55 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_data(root: str) -> None:
-    if not Path(root).is_dir():
-        raise cfg_mod.ConfigError(f"data folder not found: {root} (set --data.root DIR)")
-
-
 class Trainer:
     """Everything stateful of a run; `run()` trains to the stop step."""
 
     def __init__(self, cfg: cfg_mod.Config, *, echo: Callable[[str], None] = print) -> None:
-        import pipelines
-        from cmpl import models
-        from cmpl.methods import build_task
         from pipelines.dataset import read_classes
 
-        self.cfg = cfg
-        self.dist = dist_mod.init(runtime.resolve_device(cfg.runtime.device).type)
-        self.device = runtime.resolve_device(cfg.runtime.device, self.dist.local_rank)
+        rt, d = cfg.runtime, cfg.data
+        self.dist = dist_mod.init(runtime.resolve_device(rt.device).type)
+        self.device = runtime.resolve_device(rt.device, self.dist.local_rank)
         self.echo = echo if self.dist.is_main else (lambda s: None)
-        self.run_dir = Path(cfg.run.dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        _check_data(cfg.data.root)
-        if cfg.model.num_classes <= 0:
-            cfg.model.num_classes = len(read_classes(cfg.data.root))
-        K = cfg.model.num_classes
-
-        # Same seed on every rank for the initial weights (DDP also broadcasts rank 0's at wrap time).
-        _seed_all(cfg.runtime.seed)
-        nets = {"primary": models.build(cfg.model.primary, num_classes=K, layout=cfg.model.layout,
-                                        dropout=cfg.model.dropout)}
-        if cfg.method.name == "cmpl":
-            nets["aux"] = models.build(cfg.model.aux, num_classes=K, layout=cfg.model.layout,
-                                       dropout=cfg.model.dropout)
-        rt = cfg.runtime
+        self.run_dir, self.ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
+        if not Path(d.root).is_dir():
+            raise cfg_mod.ConfigError(f"data folder not found: {d.root} (set --data.root DIR)")
+        self.classes = read_classes(d.root)
+        if cfg.model.num_classes <= 0:  # resolved in a copy: the caller's config is left as given
+            cfg = cfg_mod.apply_overrides(cfg, [("model.num_classes", str(len(self.classes)))])
+        self.cfg, self.spec = cfg, registry.method(cfg.method.name)
         if rt.sync_bn and self.dist.distributed and self.device.type != "cuda":
             self.echo("cmpl.train: runtime.sync_bn ignored (SyncBatchNorm needs CUDA)")
-        self.models = _Models({}, {})
-        for name, net in nets.items():
-            plain, wrapped = runtime.prepare(net, device=self.device, channels_last=rt.channels_last,
-                                             compile=rt.compile, distributed=self.dist.distributed,
-                                             sync_bn=rt.sync_bn)
-            self.models.plain[name], self.models.wrapped[name] = plain, wrapped
-        self.task = build_task(cfg.method, primary=self.models.wrapped["primary"],
-                               aux=self.models.wrapped.get("aux"), compile_loss=rt.compile_loss)
-        # Dropout, DALI-free RNG use etc. differ per rank from here on.
-        _seed_all(cfg.runtime.seed + self.dist.rank)
 
-        d = cfg.data
-        common = dict(device=loader_device(d.device), seed=rt.seed, rank=self.dist.rank,
-                      world_size=self.dist.world_size, primary=d.primary, aux=d.aux,
-                      time_offset=d.time_offset, crop_size=d.crop_size, short_side=d.short_side,
-                      num_threads=d.num_threads)
-        self.labeled = pipelines.labeled_loader(d.root, split=d.split, batch_size=d.labeled_batch, **common)
-        uses_u = self.task.uses_unlabeled
-        self.unlabeled = (pipelines.unlabeled_loader(d.root, split=d.split, batch_size=d.unlabeled_batch,
-                                                     **common)
-                          if uses_u or cfg.schedule.epoch_unit == "unlabeled" else None)
-        epoch_loader = self.unlabeled if cfg.schedule.epoch_unit == "unlabeled" else self.labeled
-        self.steps_per_epoch = len(epoch_loader)
-        if self.steps_per_epoch <= 0:
-            raise cfg_mod.ConfigError(
-                f"the {cfg.schedule.epoch_unit} loader yields no full batch per rank; lower data.*_batch")
-        if not uses_u:
-            self.unlabeled = None  # only needed for its length
-        self.total_steps = max(1, math.ceil(cfg.schedule.epochs * self.steps_per_epoch))
+        _seed_all(rt.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        networks = build_networks(cfg.model, self.spec.roles, num_classes=cfg.model.num_classes)
+        self.plain = distinct(networks)  # modules that own weights: checkpoints, eval, optimizer
+        wrapped = {n: runtime.prepare(m, device=self.device, channels_last=rt.channels_last, compile=rt.compile,
+                                      distributed=self.dist.distributed, sync_bn=rt.sync_bn)
+                   for n, m in self.plain.items()}
+        self.plain = {n: plain for n, (plain, _) in wrapped.items()}
+        owner = {r: registry.network_of(r, aux_shared=cfg.model.aux_shared) for r in networks}
+        self.task = build_task(cfg.method, {r: wrapped[owner[r]][1] for r in networks},
+                               compile_loss=rt.compile_loss)
+        self.eval_nets = {r: self.plain[owner[r]] for r in networks}  # role -> module, for validation
+        _seed_all(rt.seed + self.dist.rank)  # dropout etc. differ per rank from here on
+
+        loaders = build_loaders(d, uses_unlabeled=self.spec.uses_unlabeled, epoch_unit=cfg.schedule.epoch_unit,
+                                seed=rt.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.labeled, self.unlabeled, self.steps_per_epoch = loaders.labeled, loaders.unlabeled, loaders.steps_per_epoch
+        self.total_steps = total_steps(cfg.schedule, self.steps_per_epoch)
         self.stop_step = min(self.total_steps, cfg.schedule.max_steps or self.total_steps)
-        self.videos_per_step = (d.labeled_batch + (d.unlabeled_batch if uses_u else 0)) * self.dist.world_size
-        lr_batch = d.labeled_batch * self.dist.world_size if cfg.optim.scale_by == "labeled" \
-            else self.videos_per_step
-        self.lr = cfg.optim.lr * lr_batch / cfg.optim.base_batch
-
-        params = [p for n in self.task.networks for p in self.models.plain[n].parameters()]
-        self.optimizer = torch.optim.SGD(params, lr=self.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
-        warmup = round(cfg.schedule.warmup_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           cosine_lambda(self.total_steps, warmup))
+        batch = d.labeled_batch + (d.unlabeled_batch if self.spec.uses_unlabeled else 0)
+        self.videos_per_step = batch * self.dist.world_size
+        self.lr, lr_batch = scaled_lr(cfg.optim, labeled_batch=d.labeled_batch,
+                                      videos_per_step=self.videos_per_step, world_size=self.dist.world_size)
+        params = [p for m in self.plain.values() for p in m.parameters()]
+        self.optimizer, self.scheduler = build_optimizer(cfg.optim, cfg.schedule, params, lr=self.lr,
+                                                         steps_per_epoch=self.steps_per_epoch)
         self.amp = runtime.resolve_amp(rt.amp, self.device)
         self.autocast = runtime.autocast_factory(self.amp, self.device)
         self.scaler = runtime.make_scaler(self.amp, self.device)
-        self.step = 0
-        self.best_top1 = -1.0
-        self._lr_used = self.lr
+        self.step, self.best_top1, self._lr_used = 0, -1.0, self.lr
         self.echo(
             f"cmpl.train: method {cfg.method.name}, {self.dist.world_size} process(es) on {self.device}, "
             f"amp {self.amp}, compile {rt.compile}; global batch {self.videos_per_step} videos/step -> "
@@ -181,27 +146,19 @@ class Trainer:
         loaders = {"labeled": self.labeled.state_dict()}
         if self.unlabeled is not None:
             loaders["unlabeled"] = self.unlabeled.state_dict()
-        return {
-            "models": {n: m.state_dict() for n, m in self.models.plain.items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "rng": ckpt_io.rng_state(),
-            "loaders": loaders,
-            "config": cfg_mod.to_dict(self.cfg),
-            "best_top1": self.best_top1,
-        }
+        return {"models": {n: m.state_dict() for n, m in self.plain.items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                "rng": ckpt_io.rng_state(), "loaders": loaders, "config": cfg_mod.to_dict(self.cfg),
+                "classes": self.classes, "best_top1": self.best_top1}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for n, m in self.models.plain.items():
+        for n, m in self.plain.items():
             m.load_state_dict(state["models"][n])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.best_top1 = float(state["best_top1"])
+        self.step, self.best_top1 = int(state["step"]), float(state["best_top1"])
         self.labeled.load_state_dict(state["loaders"]["labeled"])
         if self.unlabeled is not None:
             self.unlabeled.load_state_dict(state["loaders"]["unlabeled"])
@@ -224,38 +181,37 @@ class Trainer:
         self.load_state_dict(state)
         self.echo(f"cmpl.train: resumed from {last} at step {self.step}")
 
-    def save(self, name: str, state: dict[str, Any] | None = None) -> None:
+    def save(self, name: str, state: dict[str, Any]) -> None:
         if self.dist.is_main:
-            ckpt_io.save_atomic(state if state is not None else self.state_dict(), self.ckpt_dir / name)
+            ckpt_io.save_atomic(state, self.ckpt_dir / name)
 
     def export_primary(self) -> Path:
-        """F's weights + config for inference (A is a training aid only)."""
+        """F's weights + config + class names for inference (A is a training aid only)."""
         path = self.ckpt_dir / "primary.pt"
-        if self.dist.is_main:
-            ckpt_io.save_atomic({"model": self.models.plain["primary"].state_dict(), "network": "primary",
-                                 "config": cfg_mod.to_dict(self.cfg), "step": self.step,
-                                 "best_top1": self.best_top1}, path)
+        self.save("primary.pt", {"model": self.plain["primary"].state_dict(), "network": "primary",
+                                 "config": cfg_mod.to_dict(self.cfg), "classes": self.classes, "step": self.step,
+                                 "best_top1": self.best_top1})
         return path
 
-    # ---- validation ---------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Periodic val (data.val_clips x val_crops views) of every trained network, all ranks."""
+        """Periodic val (data.val_clips x val_crops views) of every role's network at its clip, all ranks."""
+        from cmpl.evaluate import eval_loader, evaluate_network
+
         rec: dict[str, float] = {}
-        for name, suffix in (("primary", "f"), ("aux", "a")):
-            if name not in self.models.plain:
-                continue
-            fs = self.cfg.data.primary if name == "primary" else self.cfg.data.aux
-            loader = eval_loader(self.cfg.data, frames_stride=fs, official=False, dist=self.dist)
-            res = evaluate_network(self.models.plain[name], loader, num_classes=self.cfg.model.num_classes,
-                                   device=self.device, autocast=self.autocast,
-                                   channels_last=self.cfg.runtime.channels_last, dist=self.dist)
-            rec[f"top1_{suffix}"], rec[f"top5_{suffix}"] = res["top1"], res["top5"]
+        for name, net in self.eval_nets.items():
+            role = registry.role(name)
+            loader = eval_loader(self.cfg.data, frames_stride=role.clip(self.cfg.data), official=False,
+                                 dist=self.dist)
+            res = evaluate_network(net, loader, num_classes=self.cfg.model.num_classes, device=self.device,
+                                   autocast=self.autocast, channels_last=self.cfg.runtime.channels_last,
+                                   dist=self.dist)
+            rec[f"top1_{role.letter}"], rec[f"top5_{role.letter}"] = res["top1"], res["top5"]
         return rec
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train from the current step to the stop step; returns the last train/val records."""
-        cfg, rc = self.cfg, self.cfg.run
+        cfg = self.cfg
         self.maybe_resume()
         if self.dist.is_main:
             cfg_mod.save(cfg, self.run_dir / "config.toml")
@@ -263,14 +219,11 @@ class Trainer:
         logger = (RunLogger(self.run_dir, resume_step=self.step, console=lambda s: tqdm.write(s))
                   if self.dist.is_main else NullLogger())
         step_fn = make_step(self.task, self.optimizer, self.scheduler, self.scaler, self.autocast)
-        labeled: Iterator[Batch] = iter(self.labeled)
-        unlabeled: Iterator[Batch] | None = iter(self.unlabeled) if self.unlabeled is not None else None
+        labeled, unlabeled = iter(self.labeled), iter(self.unlabeled) if self.unlabeled is not None else None
         cl = cfg.runtime.channels_last
         bar = tqdm(total=self.stop_step, initial=self.step, desc=f"{cfg.method.name}", dynamic_ncols=True,
-                   disable=not (self.dist.is_main and rc.progress), smoothing=0.05)
-        sums: dict[str, torch.Tensor] = {}
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        n_acc, wait, t_log = 0, 0.0, time.perf_counter()
+                   disable=not (self.dist.is_main and cfg.run.progress), smoothing=0.05)
+        window = _Window(self.device)
         last: dict[str, Any] = {}
         try:
             if self.step >= self.stop_step:
@@ -279,41 +232,33 @@ class Trainer:
                 t0 = time.perf_counter()
                 lab = next(labeled)
                 unl = next(unlabeled) if unlabeled is not None else None
-                wait += time.perf_counter() - t0
+                window.wait += time.perf_counter() - t0
                 self._lr_used = self.optimizer.param_groups[0]["lr"]
                 out = step_fn(to_device(lab, self.device, cl),
                               to_device(unl, self.device, cl) if unl is not None else None)
                 self.step += 1
-                n_acc += 1
-                nonfinite |= ~torch.isfinite(out["loss"].detach())
-                for k, v in out.items():
-                    v = v.detach().float()
-                    sums[k] = sums[k] + v if k in sums else v
+                window.add(out)
                 bar.update(1)
-                s = self.step
-                final = s == self.stop_step
-                if s % rc.log_every == 0 or final:
-                    self._check_finite(nonfinite)
-                    elapsed = time.perf_counter() - t_log
-                    last["train"] = self._log_train(logger, sums, n_acc, elapsed, wait)
+                todo = due(self.step, self.stop_step, cfg.run)
+                if any(todo):
+                    self._check_finite(window.nonfinite)  # never log, keep or save NaN weights
+                if todo.log:
+                    last["train"] = self._log_train(logger, window)
                     bar.set_postfix(loss=f"{last['train']['loss']:.3f}", lr=f"{last['train']['lr']:.3g}")
-                    sums, n_acc, wait, t_log = {}, 0, 0.0, time.perf_counter()
+                    window = _Window(self.device, window.nonfinite)
                 improved = False
-                if (rc.eval_every and s % rc.eval_every == 0) or final:
-                    self._check_finite(nonfinite)
-                    rec = {"kind": "val", "step": s, "epoch": s / self.steps_per_epoch, **self.validate()}
+                if todo.validate:
+                    rec = {"kind": "val", "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                           **self.validate()}
                     logger.log(rec)
-                    last["val"] = rec
-                    improved = rec["top1_f"] > self.best_top1
+                    last["val"], improved = rec, rec["top1_f"] > self.best_top1
                     self.best_top1 = max(self.best_top1, rec["top1_f"])
-                    t_log = time.perf_counter()  # keep eval time out of videos/s
-                save_last = s % rc.checkpoint_every == 0 or final
-                if improved or save_last:
-                    self._check_finite(nonfinite)  # never write a checkpoint of NaN weights
+                    window.start = time.perf_counter()  # keep eval time out of videos/s
+                if improved or todo.save:
                     state = self.state_dict()
                     if improved:
                         self.save("best.pt", state)
-                    if save_last:
+                    if todo.save:
                         self.save("last.pt", state)
             self.export_primary()
         finally:
@@ -323,24 +268,39 @@ class Trainer:
         return last
 
     def _check_finite(self, flag: torch.Tensor) -> None:
-        bad = dist_mod.broadcast_flag(bool(flag.item()), self.dist, self.device)
-        if bad:
+        if dist_mod.broadcast_flag(bool(flag.item()), self.dist, self.device):
             last = self.ckpt_dir / "last.pt"
             kept = f"kept {last}" if last.exists() else "no checkpoint was written yet"
             raise TrainError(f"loss is NaN/inf at or before step {self.step}; stopped ({kept}). "
                              "Try a lower --optim.lr or --runtime.amp=off")
 
-    def _log_train(self, logger: Any, sums: dict[str, torch.Tensor], n: int, elapsed: float,
-                   wait: float) -> dict[str, Any]:
-        keys = sorted(sums)
-        means = dist_mod.all_reduce_mean(torch.stack([sums[k] for k in keys]) / n, self.dist).tolist()
+    def _log_train(self, logger: Any, window: _Window) -> dict[str, Any]:
+        keys = sorted(window.sums)
+        stacked = torch.stack([window.sums[k] for k in keys]) / window.steps
+        means = dist_mod.all_reduce_mean(stacked, self.dist).tolist()
+        elapsed = max(time.perf_counter() - window.start, 1e-9)
         rec: dict[str, Any] = {"kind": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch,
-                               "lr": self._lr_used}
-        rec.update(zip(keys, means))
-        rec["videos_per_s"] = n * self.videos_per_step / max(elapsed, 1e-9)
-        rec["data_wait"] = wait / max(elapsed, 1e-9)
+                               "lr": self._lr_used, **dict(zip(keys, means)),
+                               "videos_per_s": window.steps * self.videos_per_step / elapsed,
+                               "data_wait": window.wait / elapsed}
         logger.log(rec)
         return rec
+
+
+class _Window:
+    """Statistics summed on the device since the last log step, and the sticky non-finite flag."""
+
+    def __init__(self, device: torch.device, nonfinite: torch.Tensor | None = None) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps, self.wait, self.start = 0, 0.0, time.perf_counter()
+        self.nonfinite = nonfinite if nonfinite is not None else torch.zeros((), dtype=torch.bool, device=device)
+
+    def add(self, out: Mapping[str, torch.Tensor]) -> None:
+        self.steps += 1
+        self.nonfinite |= ~torch.isfinite(out["loss"].detach())
+        for k, v in out.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -356,4 +316,5 @@ def train(cfg: cfg_mod.Config, *, echo: Callable[[str], None] = print) -> dict[s
         dist_mod.shutdown()
 
 
-__all__ = ["TrainError", "Trainer", "cosine_lambda", "format_record", "make_step", "to_device", "train"]
+__all__ = ["Due", "TrainError", "Trainer", "cosine_lambda", "due", "format_record", "make_step", "to_device",
+           "train"]

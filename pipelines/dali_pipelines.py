@@ -6,6 +6,7 @@ CPU backend (VP8/VP9/MJPEG only). Outputs are float32 `(C, T, H, W)` per sample,
 """
 from __future__ import annotations
 
+import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.auto_aug.core import select, signed_bin
 
@@ -16,19 +17,20 @@ STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 RA_FILL = 128  # DALI's default border for RandAugment's warps
 CUTOUT_FILL = [124, 116, 104]  # the ImageNet mean: zero after normalization, as in the Cutout paper
 
-# Names of the external_source outputs, in order, per pipeline kind. `source` is a callable returning one
-# list of per-sample numpy arrays per name (see loaders.py).
+# Names of the external_source outputs, in order, per pipeline. `source` is a callable returning one list
+# of per-sample numpy arrays per name, in this order: the `pack_*` functions below build them, next to the
+# graphs that read them, so the names live in this file only.
 UNLABELED_INPUTS = (
     "encoded", "union", "p_order", "a_order",
     "ps_x", "ps_y", "ps_flip", "ps_ra", "ps_cut_anchor", "ps_cut_shape",
     "as_x", "as_y", "as_flip", "as_ra", "as_cut_anchor", "as_cut_shape",
 )
-UNLABELED_OUTPUTS = ("primary_weak", "primary_strong", "aux_weak", "aux_strong")
+UNLABELED_OUTPUTS = sampling.UNLABELED.outputs
 LABELED_INPUTS = (
     "encoded", "union", "p_order", "a_order",
     "p_side", "p_x", "p_y", "p_flip", "a_side", "a_x", "a_y", "a_flip",
 )
-LABELED_OUTPUTS = ("primary", "aux")
+LABELED_OUTPUTS = sampling.LABELED.outputs
 EVAL_INPUTS = ("encoded", "union", "order", "crop_pos")
 DECODE_INPUTS = ("encoded", "union")
 
@@ -119,3 +121,57 @@ def decode_pipeline(source, *, device: str):
     """The decode floor for bench/: only the decoder, on the same frames, no augmentation."""
     i = dict(zip(DECODE_INPUTS, fn.external_source(source=source, num_outputs=len(DECODE_INPUTS), batch=True)))
     return _decode(i["encoded"], i["union"], device)
+
+
+def _scalar(v, dtype) -> np.ndarray:
+    return np.array(v, dtype=dtype)
+
+
+def pack_train(batch: list[sampling.TrainSample], kind: sampling.Kind) -> tuple[list, ...]:
+    """Per-sample arrays for the external_source of `kind`'s pipeline (train_pipeline), in input order."""
+    labeled = kind is sampling.LABELED
+    names = LABELED_INPUTS if labeled else UNLABELED_INPUTS
+    cols: dict[str, list] = {n: [] for n in names}
+    for s in batch:
+        union, (p_order, a_order) = sampling.union_positions(s.primary_indices, s.aux_indices)
+        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
+        cols["union"].append(union)
+        cols["p_order"].append(p_order)
+        cols["a_order"].append(a_order)
+        if labeled:
+            for b, view in (("p", s.views["primary"]), ("a", s.views["aux"])):
+                cols[f"{b}_side"].append(_scalar(view.short_side, np.float32))
+                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
+                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
+                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
+        else:
+            for b, view in (("ps", s.views["primary_strong"]), ("as", s.views["aux_strong"])):
+                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
+                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
+                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
+                cols[f"{b}_ra"].append(view.ra)
+                cy, cx, h, w = view.cutout
+                cols[f"{b}_cut_anchor"].append(np.array([cy, cx], np.float32))
+                cols[f"{b}_cut_shape"].append(np.array([h, w], np.float32))
+    return tuple(cols[n] for n in names)
+
+
+def pack_eval(batch) -> tuple[list, ...]:
+    """Per-sample arrays for eval_pipeline's external_source (batch: loaders.EvalSample list)."""
+    cols: dict[str, list] = {n: [] for n in EVAL_INPUTS}
+    for s in batch:
+        union, (order,) = sampling.union_positions(s.indices.reshape(-1))
+        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
+        cols["union"].append(union)
+        cols["order"].append(order)
+        cols["crop_pos"].append(s.crop_pos)
+    return tuple(cols[n] for n in EVAL_INPUTS)
+
+
+def train_pipeline(source, *, kind: sampling.Kind, device: str, crop_size: int, short_side: int | None,
+                   ra_ops: int, **pipe_args):
+    """The pipeline of a training `kind` (labeled: scale jitter per clip; unlabeled: weak/strong views)."""
+    if kind is sampling.LABELED:
+        return labeled_pipeline(source, device=device, crop_size=crop_size, **pipe_args)
+    return unlabeled_pipeline(source, device=device, crop_size=crop_size, short_side=short_side, ra_ops=ra_ops,
+                              **pipe_args)

@@ -18,26 +18,9 @@ import torch
 from pipelines import dali_pipelines as dp
 from pipelines import sampling
 from pipelines.dataset import DatasetError, VideoRecord, read_split, read_subset
+from pipelines.device import dali_device, resolve_device
 
 CPU_CODECS = ("vp8", "vp9", "mjpeg")
-
-
-def resolve_device(device: str | None) -> str:
-    """"gpu" | "cpu"; None picks gpu when CUDA is available."""
-    if device is None:
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device not in ("gpu", "cpu"):
-        raise ValueError(f"device must be 'gpu', 'cpu' or None, got {device!r}")
-    if device == "gpu" and not torch.cuda.is_available():
-        raise ValueError("device='gpu' but CUDA is not available; use device='cpu'")
-    return device
-
-
-def _check_clip(name: str, clip: tuple[int, int]) -> tuple[int, int]:
-    frames, stride = (int(v) for v in clip)
-    if frames < 1 or stride < 1:
-        raise ValueError(f"{name} must be (frames >= 1, stride >= 1), got {clip}")
-    return frames, stride
 
 
 def _diagnose(path: Path, device: str) -> str:
@@ -50,7 +33,7 @@ def _diagnose(path: Path, device: str) -> str:
     except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis
         return f"unreadable container ({type(e).__name__}: {e})"
     if device == "cpu" and codec not in CPU_CODECS:
-        return f"codec {codec} needs device='gpu'; the CPU backend decodes {'/'.join(CPU_CODECS)} only"
+        return f"codec {codec} needs device='cuda'; the CPU backend decodes {'/'.join(CPU_CODECS)} only"
     return f"codec {codec}"
 
 
@@ -89,7 +72,7 @@ class _Runner:
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
         t = out.as_tensor()
-        if self.device == "gpu":
+        if self.device == "cuda":
             dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
             return feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
         # Zero-copy: with the dynamic executor (see _pipe_device) an output buffer stays alive, and is not
@@ -122,7 +105,7 @@ def _decodes(path: Path, union: np.ndarray, device: str) -> bool:
     def source():
         return [np.fromfile(path, np.uint8)], [union.astype(np.int32)]
 
-    pipe = dp.decode_pipeline(source, device=device, batch_size=1, num_threads=1, **_pipe_device(device),
+    pipe = dp.decode_pipeline(source, device=dali_device(device), batch_size=1, num_threads=1, **_pipe_device(device),
                               prefetch_queue_depth=1)
     try:
         pipe.build()
@@ -137,7 +120,7 @@ def _decodes(path: Path, union: np.ndarray, device: str) -> bool:
 def _pipe_device(device: str) -> dict:
     """Pipeline arguments for the device. On the CPU the dynamic executor lets `_Runner` hand DALI's output
     buffers to torch without a copy (the static executor recycles them at the next run)."""
-    if device == "gpu":
+    if device == "cuda":
         return {"device_id": torch.cuda.current_device()}
     return {"device_id": None, "exec_dynamic": True}
 
@@ -147,38 +130,6 @@ def resize_target(records: list[VideoRecord], short_side: int) -> int | None:
     return None if all(min(r.width, r.height) == short_side for r in records) else short_side
 
 
-def _scalar(v, dtype) -> np.ndarray:
-    return np.array(v, dtype=dtype)
-
-
-def _pack_train(batch: list[sampling.TrainSample], labeled: bool) -> tuple[list, ...]:
-    """Per-sample arrays for the external_source of the labeled / unlabeled pipeline, in input order."""
-    names = dp.LABELED_INPUTS if labeled else dp.UNLABELED_INPUTS
-    cols: dict[str, list] = {n: [] for n in names}
-    for s in batch:
-        union, (p_order, a_order) = sampling.union_positions(s.primary_indices, s.aux_indices)
-        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
-        cols["union"].append(union)
-        cols["p_order"].append(p_order)
-        cols["a_order"].append(a_order)
-        if labeled:
-            for b, view in (("p", s.views["primary"]), ("a", s.views["aux"])):
-                cols[f"{b}_side"].append(_scalar(view.short_side, np.float32))
-                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
-                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
-                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
-        else:
-            for b, view in (("ps", s.views["primary_strong"]), ("as", s.views["aux_strong"])):
-                cols[f"{b}_x"].append(_scalar(view.x, np.float32))
-                cols[f"{b}_y"].append(_scalar(view.y, np.float32))
-                cols[f"{b}_flip"].append(_scalar(view.flip, np.int32))
-                cols[f"{b}_ra"].append(view.ra)
-                cy, cx, h, w = view.cutout
-                cols[f"{b}_cut_anchor"].append(np.array([cy, cx], np.float32))
-                cols[f"{b}_cut_shape"].append(np.array([h, w], np.float32))
-    return tuple(cols[n] for n in names)
-
-
 class TrainLoader:
     """Infinite iterator of training batches (dicts of `(N, C, T, H, W)` float tensors), epoch by epoch.
 
@@ -186,21 +137,14 @@ class TrainLoader:
     `state_dict()` / `load_state_dict()` save and restore (epoch, position) exactly.
     """
 
-    def __init__(self, records: list[VideoRecord], *, labeled: bool, batch_size: int, device: str | None,
-                 seed: int, rank: int, world_size: int, primary: tuple[int, int], aux: tuple[int, int],
-                 time_offset: float, crop_size: int, short_side: int, with_indices: bool, num_threads: int,
-                 drop_last: bool, ra_ops: int = sampling.RA_NUM_OPS):
+    def __init__(self, records: list[VideoRecord], *, kind: sampling.Kind, batch_size: int,
+                 spec: sampling.ClipSpec, device: str | None, seed: int, rank: int, world_size: int,
+                 with_indices: bool, num_threads: int, drop_last: bool):
         if not records:
-            raise DatasetError(f"no {'labeled' if labeled else 'unlabeled'} videos to load")
+            raise DatasetError(f"no {kind.name} videos to load")
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
-        if crop_size > short_side:
-            raise ValueError(f"crop_size {crop_size} must not exceed short_side {short_side}")
-        if ra_ops < 0:
-            raise ValueError(f"ra_ops must be >= 0, got {ra_ops}")
-        self.plan = sampling.TrainPlan(
-            records, labeled, batch_size, seed, rank, world_size, _check_clip("primary", primary),
-            _check_clip("aux", aux), float(time_offset), crop_size, short_side, drop_last, ra_ops)
+        self.plan = sampling.TrainPlan(records, kind, batch_size, spec, seed, rank, world_size, drop_last)
         self.device = resolve_device(device)
         self.with_indices, self.num_threads = with_indices, num_threads
         self._epoch = self._position = 0  # of the next batch to yield
@@ -236,15 +180,14 @@ class TrainLoader:
 
     def _build(self) -> _Runner:
         p = self.plan
-        common = dict(batch_size=p.batch_size, num_threads=self.num_threads, **_pipe_device(self.device),
-                      device=self.device, crop_size=p.crop_size)
-        if p.labeled:
-            build = lambda src: dp.labeled_pipeline(src, **common)  # noqa: E731
-        else:
-            side = resize_target(p.records, p.short_side)
-            build = lambda src: dp.unlabeled_pipeline(src, short_side=side, ra_ops=p.ra_ops, **common)  # noqa: E731
-        runner = _Runner(build, self._next_feed, lambda b: _pack_train(b, p.labeled), self.device)
-        return runner
+
+        def build(src):
+            return dp.train_pipeline(src, kind=p.kind, device=dali_device(self.device), crop_size=p.spec.crop_size,
+                                     short_side=resize_target(p.records, p.spec.short_side), ra_ops=p.spec.ra_ops,
+                                     batch_size=p.batch_size, num_threads=self.num_threads,
+                                     **_pipe_device(self.device))
+
+        return _Runner(build, self._next_feed, lambda b: dp.pack_train(b, p.kind), self.device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
@@ -254,8 +197,7 @@ class TrainLoader:
             self._feed = (self._epoch, self._position)
             self._runner = self._build()
         outs, batch = self._runner.run()
-        names = dp.LABELED_OUTPUTS if self.plan.labeled else dp.UNLABELED_OUTPUTS
-        result = dict(zip(names, outs))
+        result = dict(zip(self.plan.kind.outputs, outs))
         dev = outs[0].device
         result["label"] = torch.tensor([s.record.label for s in batch], dtype=torch.int64, device=dev)
         if self.with_indices:
@@ -295,7 +237,9 @@ class EvalLoader:
         self.records = records[rank::world_size]  # disjoint and covering; no padding, so metrics stay exact
         self.batch_size, self.device = batch_size, resolve_device(device)
         self.clips, self.crops, self.crop_size, self.short_side = clips, crops, crop_size, short_side
-        self.frames, self.stride = _check_clip("eval clip", (frames, stride))
+        if frames < 1 or stride < 1:
+            raise ValueError(f"eval clip must be (frames >= 1, stride >= 1), got {(frames, stride)}")
+        self.frames, self.stride = frames, stride
         self.with_indices, self.num_threads = with_indices, num_threads
 
     def __len__(self) -> int:
@@ -305,28 +249,17 @@ class EvalLoader:
         return [EvalSample(r, sampling.eval_indices(r.num_frames, self.clips, self.frames, self.stride),
                            eval_crop_positions(r, self.crops)) for r in self.records]
 
-    @staticmethod
-    def _pack(batch: list[EvalSample]) -> tuple[list, ...]:
-        cols: dict[str, list] = {n: [] for n in dp.EVAL_INPUTS}
-        for s in batch:
-            union, (order,) = sampling.union_positions(s.indices.reshape(-1))
-            cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
-            cols["union"].append(union)
-            cols["order"].append(order)
-            cols["crop_pos"].append(s.crop_pos)
-        return tuple(cols[n] for n in dp.EVAL_INPUTS)
-
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         samples = self.samples()
         batches = iter([samples[i : i + self.batch_size] for i in range(0, len(samples), self.batch_size)])
 
         def build(src):
-            return dp.eval_pipeline(src, device=self.device, crop_size=self.crop_size,
+            return dp.eval_pipeline(src, device=dali_device(self.device), crop_size=self.crop_size,
                                     short_side=resize_target(self.records, self.short_side),
                                     crops=self.crops, batch_size=self.batch_size, num_threads=self.num_threads,
                                     **_pipe_device(self.device))
 
-        runner = _Runner(build, lambda: next(batches), self._pack, self.device)
+        runner = _Runner(build, lambda: next(batches), dp.pack_eval, self.device)
         for _ in range(len(self)):
             outs, batch = runner.run()
             # each output: (N, C, clips*T, H, W) -> (N, clips, crops, C, T, H, W) -> (N, V, C, T, H, W)
@@ -340,16 +273,29 @@ class EvalLoader:
         del runner
 
 
-def _train_loader(root, labeled: bool, *, split: str, batch_size: int, device: str | None = None, seed: int = 0,
-                  rank: int = 0, world_size: int = 1, primary=(8, 8), aux=(16, 4), time_offset: float = 0.0,
-                  crop_size: int = 224, short_side: int = 256, with_indices: bool = False, num_threads: int = 2,
-                  drop_last: bool = True, ra_ops: int = sampling.RA_NUM_OPS) -> TrainLoader:
+def train_loader(root: str | Path, kind: sampling.Kind | str, *, split: str, batch_size: int,
+                 spec: sampling.ClipSpec = sampling.ClipSpec(), device: str | None = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, with_indices: bool = False, num_threads: int = 2,
+                 drop_last: bool = True) -> TrainLoader:
+    """The `kind` ("labeled" | "unlabeled", or a sampling.Kind) videos of `split`, infinite."""
+    kind = sampling.KINDS[kind] if isinstance(kind, str) else kind
     labeled_set, unlabeled_set = read_split(root, split)
-    return TrainLoader(
-        labeled_set if labeled else unlabeled_set, labeled=labeled, batch_size=batch_size, device=device, seed=seed,
-        rank=rank, world_size=world_size, primary=primary, aux=aux, time_offset=time_offset, crop_size=crop_size,
-        short_side=short_side, with_indices=with_indices, num_threads=num_threads, drop_last=drop_last,
-        ra_ops=ra_ops)
+    return TrainLoader(labeled_set if kind is sampling.LABELED else unlabeled_set, kind=kind,
+                       batch_size=batch_size, spec=spec, device=device, seed=seed, rank=rank,
+                       world_size=world_size, with_indices=with_indices, num_threads=num_threads,
+                       drop_last=drop_last)
+
+
+def epoch_length(root: str | Path, kind: sampling.Kind | str, *, split: str, batch_size: int,
+                 world_size: int = 1, drop_last: bool = True) -> int:
+    """Batches per epoch per rank of `train_loader(root, kind, ...)`, without building a pipeline."""
+    kind = sampling.KINDS[kind] if isinstance(kind, str) else kind
+    labeled_set, unlabeled_set = read_split(root, split)
+    records = labeled_set if kind is sampling.LABELED else unlabeled_set
+    if not records:
+        raise DatasetError(f"no {kind.name} videos in split {split!r} of {root}")
+    return sampling.batches_per_epoch(len(records), world_size=world_size, batch_size=batch_size,
+                                      drop_last=drop_last)
 
 
 def unlabeled_loader(root: str | Path, **kwargs) -> TrainLoader:
@@ -357,15 +303,14 @@ def unlabeled_loader(root: str | Path, **kwargs) -> TrainLoader:
 
     Yields `primary_weak`, `primary_strong` `(N, C, T_p, H, W)`, `aux_weak`, `aux_strong` `(N, C, T_a, H, W)`
     float32 normalized, `label` `(N,)` int64 (telemetry only); with_indices adds `primary_indices` `(N, T_p)`
-    and `aux_indices` `(N, T_a)`. Keyword arguments as in docs/ARCHITECTURE.md section 2, plus `ra_ops`
-    (RandAugment ops per strong clip, default 2 as FixMatch; 0 keeps crop, flip and Cutout only).
+    and `aux_indices` `(N, T_a)`. Keyword arguments as in `train_loader` (docs/ARCHITECTURE.md section 2).
     """
-    return _train_loader(root, False, **kwargs)
+    return train_loader(root, sampling.UNLABELED, **kwargs)
 
 
 def labeled_loader(root: str | Path, **kwargs) -> TrainLoader:
     """Labeled videos of `split`, infinite: `primary` `(N, C, T_p, H, W)`, `aux` `(N, C, T_a, H, W)`, `label`."""
-    return _train_loader(root, True, **kwargs)
+    return train_loader(root, sampling.LABELED, **kwargs)
 
 
 def eval_loader(root: str | Path, *, subset: str = "val", batch_size: int, device: str | None = None,

@@ -106,29 +106,84 @@ class TrainSample:
     record: VideoRecord
     primary_indices: np.ndarray  # (T_p,)
     aux_indices: np.ndarray  # (T_a,)
-    views: dict[str, View]  # unlabeled: primary_weak/strong, aux_weak/strong; labeled: primary, aux
+    views: dict[str, View]  # by Kind.views name: unlabeled primary_weak/strong, aux_weak/strong; labeled primary, aux
 
 
 def sample_rng(seed: int, tag: int, epoch: int, key: int) -> np.random.Generator:
     return np.random.default_rng([seed, tag, epoch, key])
 
 
-def draw_train_sample(
-    record: VideoRecord, rng: np.random.Generator, *, labeled: bool, primary: tuple[int, int],
-    aux: tuple[int, int], time_offset: float, crop_size: int, short_side: int, ra_ops: int = RA_NUM_OPS,
-) -> TrainSample:
+@dataclass(frozen=True)
+class ClipSpec:
+    """What the training clips are: one object, passed whole from the config to the loaders and plans.
+
+    primary / aux: (frames, stride) of F's and A's clips; time_offset: t_s, the largest shift (seconds)
+    between the two clips' starts (0: the same start); crop_size / short_side: training crop of the
+    short-side-resized frames; ra_ops: RandAugment ops per strong clip (0: crop, flip and Cutout only).
+    """
+
+    primary: tuple[int, int] = (8, 8)
+    aux: tuple[int, int] = (16, 4)
+    time_offset: float = 0.0
+    crop_size: int = 224
+    short_side: int = 256
+    ra_ops: int = RA_NUM_OPS
+
+    def __post_init__(self) -> None:
+        for name in ("primary", "aux"):
+            clip = tuple(int(v) for v in getattr(self, name))
+            if len(clip) != 2 or min(clip) < 1:
+                raise ValueError(f"{name} clip must be (frames >= 1, stride >= 1), got {getattr(self, name)}")
+            object.__setattr__(self, name, clip)
+        if self.time_offset < 0:
+            raise ValueError(f"time_offset must be >= 0 seconds, got {self.time_offset}")
+        if self.crop_size > self.short_side:
+            raise ValueError(f"crop_size {self.crop_size} must not exceed short_side {self.short_side}")
+        if self.ra_ops < 0:
+            raise ValueError(f"ra_ops must be >= 0, got {self.ra_ops}")
+
+
+@dataclass(frozen=True)
+class ViewSlot:
+    """One output clip of a sample: its name in the batch dict, which clip it is cut from, how augmented."""
+
+    name: str  # batch key, e.g. "primary_strong"
+    clip: str  # "primary" | "aux": which frames
+    augment: str  # "standard" | "weak" | "strong"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Labeled or unlabeled training data: its RNG stream and the views each sample yields, in order."""
+
+    name: str
+    tag: int
+    views: tuple[ViewSlot, ...]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.views)
+
+    def draw_views(self, rng: np.random.Generator, spec: ClipSpec) -> dict[str, View]:
+        draw = {"standard": lambda: standard_view(rng, spec.short_side),
+                "weak": lambda: weak_view(spec.short_side),
+                "strong": lambda: strong_view(rng, spec.short_side, spec.crop_size, spec.ra_ops)}
+        return {v.name: draw[v.augment]() for v in self.views}
+
+
+LABELED = Kind("labeled", TAG_LABELED, (ViewSlot("primary", "primary", "standard"),
+                                        ViewSlot("aux", "aux", "standard")))
+UNLABELED = Kind("unlabeled", TAG_UNLABELED, tuple(
+    ViewSlot(f"{clip}_{aug}", clip, aug) for clip in ("primary", "aux") for aug in ("weak", "strong")))
+KINDS = {k.name: k for k in (LABELED, UNLABELED)}
+
+
+def draw_train_sample(record: VideoRecord, rng: np.random.Generator, kind: Kind, spec: ClipSpec) -> TrainSample:
     """Frames and views of one training sample, in a fixed draw order."""
-    p_start, a_start = window_starts(rng, record.num_frames, record.fps, primary, aux, time_offset)
-    p_idx = clip_indices(p_start, *primary, record.num_frames)
-    a_idx = clip_indices(a_start, *aux, record.num_frames)
-    if labeled:
-        views = {"primary": standard_view(rng, short_side), "aux": standard_view(rng, short_side)}
-    else:
-        views = {
-            "primary_weak": weak_view(short_side), "primary_strong": strong_view(rng, short_side, crop_size, ra_ops),
-            "aux_weak": weak_view(short_side), "aux_strong": strong_view(rng, short_side, crop_size, ra_ops),
-        }
-    return TrainSample(record, p_idx, a_idx, views)
+    p_start, a_start = window_starts(rng, record.num_frames, record.fps, spec.primary, spec.aux, spec.time_offset)
+    p_idx = clip_indices(p_start, *spec.primary, record.num_frames)
+    a_idx = clip_indices(a_start, *spec.aux, record.num_frames)
+    return TrainSample(record, p_idx, a_idx, kind.draw_views(rng, spec))
 
 
 def epoch_slots(
@@ -165,22 +220,17 @@ class TrainPlan:
     """The samples of every (epoch, batch) of one rank's training loader; pure, backend-independent."""
 
     records: list[VideoRecord]
-    labeled: bool
+    kind: Kind
     batch_size: int
+    spec: ClipSpec = ClipSpec()
     seed: int = 0
     rank: int = 0
     world_size: int = 1
-    primary: tuple[int, int] = (8, 8)
-    aux: tuple[int, int] = (16, 4)
-    time_offset: float = 0.0
-    crop_size: int = 224
-    short_side: int = 256
     drop_last: bool = True
-    ra_ops: int = RA_NUM_OPS
 
     @property
     def tag(self) -> int:
-        return TAG_LABELED if self.labeled else TAG_UNLABELED
+        return self.kind.tag
 
     def __len__(self) -> int:
         return batches_per_epoch(len(self.records), world_size=self.world_size, batch_size=self.batch_size,
@@ -193,10 +243,8 @@ class TrainPlan:
         return list(zip(ids.tolist(), keys.tolist()))
 
     def sample(self, epoch: int, video: int, key: int) -> TrainSample:
-        return draw_train_sample(
-            self.records[video], sample_rng(self.seed, self.tag, epoch, key), labeled=self.labeled,
-            primary=self.primary, aux=self.aux, time_offset=self.time_offset, crop_size=self.crop_size,
-            short_side=self.short_side, ra_ops=self.ra_ops)
+        return draw_train_sample(self.records[video], sample_rng(self.seed, self.tag, epoch, key), self.kind,
+                                 self.spec)
 
     def batch(self, epoch: int, position: int, slots: list[tuple[int, int]] | None = None) -> list[TrainSample]:
         """Samples of batch `position` of `epoch` (`slots`: epoch_samples(epoch), if already computed)."""

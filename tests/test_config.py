@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cmpl import config, presets
+from cmpl import cli, config, presets
 from cmpl.config import ConfigError
 
 
@@ -48,7 +48,7 @@ def test_overrides_apply_with_types():
 
 
 def test_parse_argv_forms():
-    opts, ov = config.parse_argv(["--preset", "tiny", "--data.root", "d", "--optim.lr=1", "--runtime.compile"],
+    opts, ov = cli.parse_argv(["--preset", "tiny", "--data.root", "d", "--optim.lr=1", "--runtime.compile"],
                                  options=("preset",))
     assert opts == {"preset": "tiny"}
     assert ov == [("data.root", "d"), ("optim.lr", "1"), ("runtime.compile", None)]

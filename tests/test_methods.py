@@ -69,7 +69,7 @@ def grads_of(net):
 
 def test_cmpl_step_trains_both_networks():
     f, a = nets()
-    task = build_task(method(threshold=0.0), primary=f, aux=a)  # threshold 0: every pseudo-label is used
+    task = build_task(method(threshold=0.0), {"primary": f, "aux": a})  # threshold 0: every pseudo-label is used
     assert isinstance(task, CMPLTask) and task.uses_unlabeled
     assert task.networks == {"primary": f, "aux": a}
     before = {k: copy.deepcopy(n.state_dict()) for k, n in task.networks.items()}
@@ -90,7 +90,7 @@ def test_cmpl_step_trains_both_networks():
 @pytest.mark.parametrize("name", ["fixmatch", "supervised"])
 def test_single_network_methods_train_only_primary(name):
     f, a = nets()
-    task = build_task(method(name, threshold=0.0), primary=f, aux=a)
+    task = build_task(method(name, threshold=0.0), {"primary": f, "aux": a})
     assert task.networks == {"primary": f}
     assert task.uses_unlabeled == (name == "fixmatch")
     labeled, unlabeled = clip_batches()
@@ -106,7 +106,7 @@ def test_single_network_methods_train_only_primary(name):
 @pytest.mark.parametrize("name", ["cmpl", "fixmatch"])
 def test_hidden_label_never_affects_the_loss(name):
     f, a = nets()
-    task = build_task(method(name, threshold=0.0), primary=f, aux=a)  # every pseudo-label is used
+    task = build_task(method(name, threshold=0.0), {"primary": f, "aux": a})  # every pseudo-label is used
     labeled, unlabeled = clip_batches()
     torch.manual_seed(1)
     out = task(labeled, unlabeled)
@@ -135,7 +135,7 @@ def echo_batches():
 
 
 def test_cmpl_statistics_on_a_hand_made_case():
-    task = build_task(method(threshold=0.9, lambda_u=3.0), primary=Echo(), aux=Echo())
+    task = build_task(method(threshold=0.9, lambda_u=3.0), {"primary": Echo(), "aux": Echo()})
     labeled, unlabeled = echo_batches()
     out = task(labeled, unlabeled)
     # F learns from A's pseudo-labels [0, 1, -, 2]; hidden [0, 2, 1, 2]: 3 masked, 2 correct.
@@ -156,15 +156,15 @@ def test_cmpl_statistics_on_a_hand_made_case():
 
 def test_statistics_follow_the_scheme_and_fixmatch():
     labeled, unlabeled = echo_batches()
-    own = build_task(method(scheme="fixmatch"), primary=Echo(), aux=Echo())(labeled, unlabeled)
-    fixmatch = build_task(method("fixmatch"), primary=Echo())(labeled, unlabeled)
+    own = build_task(method(scheme="fixmatch"), {"primary": Echo(), "aux": Echo()})(labeled, unlabeled)
+    fixmatch = build_task(method("fixmatch"), {"primary": Echo()})(labeled, unlabeled)
     for out in (own, fixmatch):  # F's own pseudo-labels [1, -, -, 2]: 2 masked, 1 correct
         assert (out["mask_f"].item(), out["pl_acc_f"].item(), out["correct_pl_f"].item()) == (0.5, 0.5, 0.25)
     assert own["mask_a"].item() == 3 / 4  # A's own
 
 
 def test_pl_acc_is_zero_when_nothing_passes():
-    out = build_task(method(threshold=1.5), primary=Echo(), aux=Echo())(*echo_batches())
+    out = build_task(method(threshold=1.5), {"primary": Echo(), "aux": Echo()})(*echo_batches())
     for x in "fa":
         assert out[f"mask_{x}"].item() == out[f"pl_acc_{x}"].item() == out[f"correct_pl_{x}"].item() == 0.0
     assert out["loss_u_f"].item() == out["loss_u_a"].item() == 0.0
@@ -182,7 +182,7 @@ def test_table6_toggles_drop_terms_and_forwards(aux_supervised, aux_unsupervised
     f.register_forward_pre_hook(lambda m, args: seen["primary"].append(args[0].shape[0]))
     a.register_forward_pre_hook(lambda m, args: seen["aux"].append(args[0].shape[0]))
     task = build_task(method(threshold=0.0, aux_supervised=aux_supervised, aux_unsupervised=aux_unsupervised),
-                      primary=f, aux=a)
+                      {"primary": f, "aux": a})
     out = task(*clip_batches())
     assert seen == {"primary": [B_U, B_L + B_U], "aux": aux_batches}  # weak, then labeled + strong
     assert ("loss_s_a" in out) == aux_supervised and ("loss_u_a" in out) == aux_unsupervised
@@ -198,7 +198,7 @@ def test_table6_toggles_drop_terms_and_forwards(aux_supervised, aux_unsupervised
 @pytest.mark.parametrize("name", ["cmpl", "fixmatch", "supervised"])
 def test_outputs_are_device_tensors_not_python_floats(name):
     f, a = nets()
-    out = build_task(method(name), primary=f, aux=a)(*clip_batches())
+    out = build_task(method(name), {"primary": f, "aux": a})(*clip_batches())
     assert "loss" in out and out["loss"].requires_grad
     for key, value in out.items():
         assert isinstance(value, torch.Tensor) and value.shape == () and value.dtype == torch.float32, key
@@ -206,9 +206,9 @@ def test_outputs_are_device_tensors_not_python_floats(name):
 
 
 def test_compiled_loss_gives_the_same_step():
-    task_eager = build_task(method(threshold=0.3), primary=TinyNet(4), aux=TinyNet(2))
+    task_eager = build_task(method(threshold=0.3), {"primary": TinyNet(4), "aux": TinyNet(2)})
     f, a = (copy.deepcopy(n) for n in task_eager.networks.values())
-    task_comp = build_task(method(threshold=0.3), primary=f, aux=a, compile_loss=True)
+    task_comp = build_task(method(threshold=0.3), {"primary": f, "aux": a}, compile_loss=True)
     assert task_comp.loss_fn is compiled_pseudo_label_losses() and task_eager.loss_fn is pseudo_label_losses
     batches = clip_batches()
     out_e, out_c = task_eager(*batches), task_comp(*batches)
@@ -224,15 +224,15 @@ def test_compiled_loss_gives_the_same_step():
 
 
 def test_build_task_errors():
-    with pytest.raises(ValueError, match="needs an auxiliary network"):
-        build_task(method("cmpl"), primary=Echo())
+    with pytest.raises(ValueError, match="needs networks for roles aux"):
+        build_task(method("cmpl"), {"primary": Echo()})
     with pytest.raises(ValueError, match="unknown method 'mixmatch'"):
-        build_task(method("mixmatch"), primary=Echo())
+        build_task(method("mixmatch"), {"primary": Echo()})
     with pytest.raises(ValueError, match="unknown pseudo-label scheme 'best'"):
-        build_task(method(scheme="best"), primary=Echo(), aux=Echo())
+        build_task(method(scheme="best"), {"primary": Echo(), "aux": Echo()})
     with pytest.raises(KeyError, match="unlabeled batch has no 'aux_strong'"):
         labeled, unlabeled = echo_batches()
         del unlabeled["aux_strong"]
-        build_task(method(), primary=Echo(), aux=Echo())(labeled, unlabeled)
-    assert isinstance(build_task(method("supervised"), primary=Echo()), SupervisedTask)
-    assert isinstance(build_task(method("fixmatch"), primary=Echo()), FixMatchTask)
+        build_task(method(), {"primary": Echo(), "aux": Echo()})(labeled, unlabeled)
+    assert isinstance(build_task(method("supervised"), {"primary": Echo()}), SupervisedTask)
+    assert isinstance(build_task(method("fixmatch"), {"primary": Echo()}), FixMatchTask)

@@ -24,10 +24,14 @@ def root(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("ds"), num_frames=LENGTHS, fps=FPS)
 
 
-def _train(root, labeled, **kw):
-    args = dict(split="1pct_seed0", device="cpu", with_indices=True, **CLIPS)
+def _spec(time_offset=0.0, ra_ops=sampling.RA_NUM_OPS):
+    return sampling.ClipSpec(**CLIPS, time_offset=time_offset, ra_ops=ra_ops)
+
+
+def _train(root, labeled, time_offset=0.0, ra_ops=sampling.RA_NUM_OPS, **kw):
+    args = dict(split="1pct_seed0", device="cpu", with_indices=True, spec=_spec(time_offset, ra_ops))
     args.update(kw)
-    return (pipelines.labeled_loader if labeled else pipelines.unlabeled_loader)(root, **args)
+    return pipelines.train_loader(root, "labeled" if labeled else "unlabeled", **args)
 
 
 def _check_clip_rules(idx: np.ndarray, n: int, frames: int, stride: int):
@@ -180,9 +184,9 @@ def test_same_seed_same_batches_and_resume(root):
 
 
 def test_reference_agrees_with_dali(root):
-    kw = dict(split="1pct_seed0", batch_size=3, time_offset=T_S, with_indices=True, ra_ops=0, **CLIPS)
+    kw = dict(split="1pct_seed0", batch_size=3, spec=_spec(T_S, ra_ops=0), with_indices=True)
     dali = pipelines.unlabeled_loader(root, device="cpu", **kw)
-    ref = iter(reference_loader(root, labeled=False, num_workers=0, **kw))
+    ref = iter(reference_loader(root, kind="unlabeled", num_workers=0, **kw))
     for _ in range(2):
         d, r = next(dali), next(ref)
         assert d.keys() == r.keys()

@@ -67,7 +67,7 @@ def test_one_cmpl_step_changes_both_networks():
     a = models.build("resnet3d10_w1_8", num_classes=3)
     before = {n: [p.detach().clone() for p in m.parameters()] for n, m in (("f", f), ("a", a))}
     cfg = presets.get("tiny")
-    task = build_task(cfg.method, primary=f, aux=a)
+    task = build_task(cfg.method, {"primary": f, "aux": a})
     opt = torch.optim.SGD([*f.parameters(), *a.parameters()], lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(10, 0))
     step = make_step(task, opt, sched, runtime.make_scaler("off", torch.device("cpu")),
@@ -151,7 +151,7 @@ _DDP_WORKER = textwrap.dedent("""
     cfg.schedule.max_steps = 2
     trainer = Trainer(cfg)
     trainer.run()
-    params = {n: {k: p.detach() for k, p in m.named_parameters()} for n, m in trainer.models.plain.items()}
+    params = {n: {k: p.detach() for k, p in m.named_parameters()} for n, m in trainer.plain.items()}
     torch.save(params, os.path.join(sys.argv[2], f"params_rank{trainer.dist.rank}.pt"))
 """)
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cmpl.registry import METHODS as REGISTRY
+
 from .curves import aggregate, plot_curves, tail_mean
 from .per_class import binned_gain, class_gaps, mean_per_class, plot_per_class
 from .runs import EvalResult, read_metrics, series
 
-METHODS = ("supervised", "fixmatch", "cmpl")
-TITLES = {"supervised": "Supervised", "fixmatch": "FixMatch", "cmpl": "CMPL"}
+METHODS = tuple(REGISTRY)  # table order: the baselines first
+TITLES = {name: spec.title for name, spec in REGISTRY.items()}
 NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
 NOTES_PLACEHOLDER = ("_Not investigated yet._ Whoever investigates the result writes the diagnosis here "
                      "(bug found, training too short, or too little temporal signal in the data), with "

@@ -12,13 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmpl.registry import ROLES
+
 
 class AnalysisError(Exception):
     """A user-facing problem with an input (the message names the file); CLIs print it and exit 2."""
 
 
 METRICS = "metrics.jsonl"
-EVAL_FILES = {"primary": "eval.json", "aux": "eval_aux.json"}
+EVAL_FILES = {name: role.eval_file for name, role in ROLES.items()}
 
 
 def require_run(path: str | os.PathLike) -> Path:

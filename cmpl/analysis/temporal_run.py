@@ -11,7 +11,9 @@ from .plots import plt, save_figure
 from .runs import AnalysisError
 from .temporal import StrideResult, drop_ratios, stride_accuracies
 
-NETWORK_LABEL = {"primary": "F (primary)", "aux": "A (auxiliary)"}
+from cmpl.registry import ROLES
+
+NETWORK_LABEL = {name: role.label for name, role in ROLES.items()}
 
 
 def checkpoint_path(run: Path, checkpoint: str) -> Path:
@@ -49,7 +51,7 @@ def probe_run(run: Path, *, networks: Sequence[str] | None, strides: Sequence[in
             if not (Path(cfg.data.root) / "val.csv").is_file():
                 raise AnalysisError(f"{cfg.data.root}: no val.csv (give --data-root, the run's dataset folder)")
             device = runtime.resolve_device(cfg.runtime.device)
-            frames_stride = cfg.data.primary if net_name == "primary" else cfg.data.aux
+            frames_stride = evaluate.network_clip(cfg, net_name)
             loader = evaluate.eval_loader(cfg.data, frames_stride=frames_stride, official=True)
             results[net_name] = stride_accuracies(net, loader, strides, device)
     except (cfg_mod.ConfigError, ckpt_io.CheckpointError, DatasetError) as err:

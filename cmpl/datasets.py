@@ -1,0 +1,38 @@
+"""The dataset-folder checks every entry point shares, and the synthetic set's first-use bootstrap."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from cmpl.config import ConfigError
+
+MANIFESTS = ("classes.txt", "train.csv", "val.csv")
+
+
+def require_dataset(root: str | Path) -> Path:
+    """`root` as a Path if it is a folder, else ConfigError (one line, exit 2 in the CLIs)."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ConfigError(f"data folder not found: {root} (set --data.root DIR)")
+    return path
+
+
+def is_complete(root: str | Path) -> bool:
+    """Whether `root` holds a finished dataset (its manifests are written last, atomically)."""
+    return all((Path(root) / name).is_file() for name in MANIFESTS)
+
+
+def ensure_synthetic(root: str | Path, extra_args: Sequence[str] = (),
+                     run: Callable[[list[str]], object] | None = None) -> bool:
+    """Generate the synthetic dataset at `root` (preprocess.synthetic + `extra_args`) unless it is complete.
+
+    `run` executes the command (default: subprocess.run(check=True)); returns whether it generated.
+    """
+    if is_complete(root):
+        return False
+    print(f"generating the synthetic dataset in {root} (first use) ...", flush=True)
+    cmd = [sys.executable, "-m", "preprocess.synthetic", "--out", str(root), *extra_args]
+    (run or (lambda c: subprocess.run(c, check=True)))(cmd)
+    return True
