@@ -35,13 +35,19 @@ def window_starts(
 ) -> tuple[int, int]:
     """Start frames of the primary and auxiliary windows (each `frames * stride` long).
 
-    The primary starts uniformly in the video; the auxiliary at primary + delta, delta ~ U[-t, t] seconds
-    (rounded to frames), clamped so that its window stays inside the video when it fits.
+    The primary starts uniformly in the video. The auxiliary starts uniformly among the starts that are
+    both within t_s = `time_offset` seconds (rounded to frames) of the primary's and inside the video, so
+    near the ends of a video the shift is drawn from what fits instead of being clamped onto the first or
+    last window (clamping a U[-t_s, t_s] draw piled a third of the K400 draws onto each end). When no such
+    start exists (A's window is longer than what is left) A takes the valid start nearest to F's.
     """
     p_start = int(rng.integers(0, max(0, num_frames - primary[0] * primary[1]) + 1))
-    delta = round(rng.uniform(-time_offset, time_offset) * fps) if time_offset > 0 else 0
-    a_start = min(max(p_start + delta, 0), max(0, num_frames - aux[0] * aux[1]))
-    return p_start, a_start
+    a_last = max(0, num_frames - aux[0] * aux[1])
+    reach = round(time_offset * fps) if time_offset > 0 else 0
+    lo, hi = max(0, p_start - reach), min(a_last, p_start + reach)
+    if reach == 0 or lo > hi:
+        return p_start, min(p_start, a_last)
+    return p_start, int(rng.integers(lo, hi + 1))
 
 
 def eval_indices(num_frames: int, clips: int, frames: int, stride: int) -> np.ndarray:

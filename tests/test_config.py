@@ -34,6 +34,7 @@ def test_paper_presets_follow_the_paper():
                 assert presets.get(f"{ds}_{pct}pct_{bb}_supervised").method.name == "supervised"
     abl = presets.get("k400_ablation")
     assert abl.schedule.epochs == 50 and abl.data.split == "1pct_seed0"
+    assert abl.data.time_offset == 0.0  # Tables 3, 4, 6 and Table 5's t_s = 1: no temporal-location shift
 
 
 def test_overrides_apply_with_types():
