@@ -98,6 +98,9 @@ def cosine_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def total_steps(schedule_cfg: Any, steps_per_epoch: int) -> int:
+    """Length of the LR schedule: `schedule.steps` if set, else epochs x steps per epoch."""
+    if schedule_cfg.steps > 0:
+        return schedule_cfg.steps
     return max(1, math.ceil(schedule_cfg.epochs * steps_per_epoch))
 
 

@@ -99,6 +99,9 @@ class ScheduleConfig:
     epoch_unit: str = _choice("unlabeled", "unlabeled", "labeled")
     warmup_epochs: float = 0.0  # linear warmup from 0 (paper: none)
     max_steps: int = 0  # stop after this many optimizer steps (0: run the whole schedule); LR unchanged
+    # > 0: the schedule is this many optimizer steps whatever the labeled/unlabeled set sizes (epochs and
+    # warmup_epochs then count in units of steps / steps-per-epoch as usual); 0: epochs x steps per epoch.
+    steps: int = 0
 
 
 @dataclass(kw_only=True)

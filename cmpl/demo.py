@@ -19,103 +19,35 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import json
 import os
 import platform
-import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cmpl.analysis.report import (METHODS, RunRecord, existing_notes, make_plots, render_readme, summarize,
                                   table_text)
 from cmpl.analysis.runs import AnalysisError, load_eval
-from cmpl import registry
-from cmpl.atomic import write_json, write_text
+from cmpl.atomic import write_text
 from cmpl.datasets import ensure_synthetic
+from cmpl.study import Job, StudyError, Variant, children_cpu, fmt_seconds, run_job, run_logged
 
 PRESET = "demo"
 SMOKE_STEPS = 4
 # The smoke dataset: few classes and videos so CI generates, trains and evaluates it in about a minute.
 SMOKE_DATA_ARGS = ("--classes", "4", "--per-class", "3", "--val-per-class", "2")
 SMOKE_EVAL_OVERRIDES = ("--data.eval_clips=1", "--data.eval_crops=1")
+FULL_EVAL_OVERRIDES = ("--data.eval_clips=10", "--data.eval_crops=3")
 
 
-class DemoError(Exception):
-    """A step of the demo failed; the message says which and where its log is."""
+DemoError = StudyError  # a step of the demo failed; the message says which and where its log is
 
 
-@dataclass(frozen=True)
-class Job:
-    method: str
-    seed: int
-    run_dir: Path
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}_seed{self.seed}"
-
-    @property
-    def networks(self) -> tuple[str, ...]:
-        return registry.method(self.method).roles
-
-    def eval_json(self, network: str) -> Path:
-        return self.run_dir / registry.role(network).eval_file
-
-
-def _python(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-def train_command(job: Job, data: Path, max_steps: int | None) -> list[str]:
-    """The trainer command of one job (argument list, no shell)."""
-    cmd = _python("cmpl.train", "--preset", PRESET, "--data.root", str(data), "--run.dir", str(job.run_dir),
-                  f"--method.name={job.method}", f"--data.split=1pct_seed{job.seed}", f"--runtime.seed={job.seed}")
-    if max_steps is not None:
-        cmd.append(f"--schedule.max_steps={max_steps}")
-    return cmd
-
-
-def eval_command(job: Job, network: str, smoke: bool) -> list[str]:
-    """The 10-clip x 3-crop evaluation of one network of a finished job (1 x 1 in smoke mode)."""
-    cmd = _python("cmpl.evaluate", "--checkpoint", str(job.run_dir / "checkpoints" / "last.pt"),
-                  "--network", network, "--out", str(job.eval_json(network)))
-    return cmd + list(SMOKE_EVAL_OVERRIDES if smoke else ("--data.eval_clips=10", "--data.eval_crops=3"))
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_logged(cmd: list[str], log: Path, quiet: bool) -> float:
-    """Run `cmd`; its output goes to the terminal (or only to `log` when quiet). Returns wall seconds."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # One torch thread per child: with 2 cores, a second OpenMP thread only spins against the DALI loader's
-    # thread and the other process (measured: 0.014 vs 1.2 CPU-s per tiny forward+backward under load).
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    start = time.monotonic()
-    with log.open("a") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n")
-        fh.flush()
-        if quiet:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, env=env).returncode
-        else:
-            rc = subprocess.run(cmd, check=False, env=env).returncode
-    if rc != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:]) if quiet else ""
-        raise DemoError(f"command failed (exit {rc}): {shlex.join(cmd)}\n{tail}(log: {log})")
-    return time.monotonic() - start
-
-
-def _read_state(job: Job) -> dict:
-    path = job.run_dir / "demo.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def job(method: str, seed: int, runs: Path) -> Job:
+    """The demo's job for (method, split seed): a table1 row on split 1pct_seed<seed>."""
+    return Job(Variant(method, method), "1pct", seed, runs / f"{method}_seed{seed}")
 
 
 def ensure_dataset(data: Path, smoke: bool, quiet: bool, log: Path) -> None:
@@ -124,11 +56,6 @@ def ensure_dataset(data: Path, smoke: bool, quiet: bool, log: Path) -> None:
     if ensure_synthetic(data, SMOKE_DATA_ARGS if smoke else (), run=lambda cmd: seconds.append(
             run_logged(cmd, log, quiet))):
         print(f"dataset ready ({seconds[0]:.0f} s)", flush=True)
-
-
-def _fmt(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class Progress:
@@ -145,11 +72,11 @@ class Progress:
         mean = sum(sum(v) / len(v) for v in self.measured.values()) / len(self.measured)
         guess = sum(sum(self.measured[j.method]) / len(self.measured[j.method]) if j.method in self.measured
                     else mean for j in left)
-        return f"ETA {_fmt(guess)}"
+        return f"ETA {fmt_seconds(guess)}"
 
     def begin(self, job: Job) -> None:
         print(f"\n=== [{self.done + 1}/{len(self.jobs)}] {job.method} split seed {job.seed} "
-              f"(elapsed {_fmt(time.monotonic() - self.start)}, {self.eta()}) ===", flush=True)
+              f"(elapsed {fmt_seconds(time.monotonic() - self.start)}, {self.eta()}) ===", flush=True)
 
     def end(self, job: Job, seconds: float | None) -> None:
         if seconds is not None:
@@ -157,52 +84,15 @@ class Progress:
         self.done += 1
 
 
-def config_digest(cmd: list[str]) -> str:
-    """SHA-256 of the resolved config a trainer command runs with (preset + overrides), as TOML."""
-    from cmpl import cli
-    from cmpl.config import dumps
-
-    cfg, _ = cli.resolve(cmd[3:])  # cmd = [python, -m, cmpl.train, ...]
-    return hashlib.sha256(dumps(cfg).encode()).hexdigest()
-
-
-def run_job(job: Job, *, data: Path, max_steps: int | None, smoke: bool, quiet: bool) -> tuple[RunRecord, bool]:
-    """Train (or resume, or skip) and evaluate one job. Returns its record and whether work was done."""
-    state = _read_state(job)
-    cmd = train_command(job, data, max_steps)
-    log = job.run_dir / "demo.log"
-    worked = False
-    digest = config_digest(cmd)
-    if state.get("config_sha256") not in (None, digest):
-        raise DemoError(f"{job.run_dir} was trained with another config (the demo preset or the command changed "
-                        f"since); delete it (rm -r {job.run_dir}) or give another --runs folder")
-    if not state.get("trained"):
-        print("train:", shlex.join(cmd), flush=True)
-        # Recorded before training, so a rerun after a kill knows what the resumed run was started with.
-        state.update(train_command=cmd[1:], config_sha256=digest)
-        write_json(job.run_dir / "demo.json", state)
-        state["train_s"] = state.get("train_s", 0.0) + run_logged(cmd, log, quiet)
-        state["trained"] = True
-        write_json(job.run_dir / "demo.json", state)
-        worked = True
-    else:
-        print(f"train: done earlier ({_fmt(state['train_s'])}), skipped", flush=True)
-    evals = state.setdefault("eval_s", {})
-    for network in job.networks:
-        if job.eval_json(network).is_file():
-            print(f"eval {network}: {job.eval_json(network)} exists, skipped", flush=True)
-            continue
-        ecmd = eval_command(job, network, smoke)
-        print(f"eval {network}:", shlex.join(ecmd), flush=True)
-        evals[network] = run_logged(ecmd, log, quiet)
-        write_json(job.run_dir / "demo.json", state)
-        worked = True
-    record = RunRecord(job.method, job.seed, job.run_dir, load_eval(job.eval_json("primary")),
-                       load_eval(job.eval_json("aux")) if "aux" in job.networks else None,
-                       float(state["train_s"]), float(sum(evals.values())))
-    print(f"{job.method} seed {job.seed}: top-1 F {record.eval_f.top1:.1f}%"
+def run_demo_job(j: Job, *, data: Path, max_steps: int | None, smoke: bool, quiet: bool) -> tuple[RunRecord, bool]:
+    """Train (or resume, or skip) and evaluate one job with cmpl.study's runner; its record for the report."""
+    res = run_job(j, data=data, preset=PRESET, views=SMOKE_EVAL_OVERRIDES if smoke else FULL_EVAL_OVERRIDES,
+                  quiet=quiet, max_steps=max_steps, state_file="demo.json")
+    record = RunRecord(j.method, j.seed, j.run_dir, load_eval(j.eval_json("primary")),
+                       load_eval(j.eval_json("aux")) if "aux" in j.networks else None, res.train_s, res.eval_s)
+    print(f"{j.method} seed {j.seed}: top-1 F {record.eval_f.top1:.1f}%"
           + (f", A {record.eval_a.top1:.1f}%" if record.eval_a else ""), flush=True)
-    return record, worked
+    return record, res.worked
 
 
 def machine() -> str:
@@ -262,19 +152,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # CPU time of the subprocesses as well as wall time: on a shared machine wall time alone misleads.
-    start, cpu_start = time.monotonic(), _children_cpu()
+    start, cpu_start = time.monotonic(), children_cpu()
     command = shlex.join(["python", "-m", "cmpl.demo", *(sys.argv[1:] if argv is None else argv)])
-    jobs = [Job(m, s, args.runs / f"{m}_seed{s}") for s in args.seeds for m in args.methods]
+    jobs = [job(m, s, args.runs) for s in args.seeds for m in args.methods]
     progress = Progress(jobs)
     records = []
     try:
         ensure_dataset(args.data, args.smoke, args.quiet, args.runs / "dataset.log")
-        for job in jobs:
-            progress.begin(job)
+        for j in jobs:
+            progress.begin(j)
             job_start = time.monotonic()
-            record, worked = run_job(job, data=args.data, max_steps=SMOKE_STEPS if args.smoke else None,
-                                     smoke=args.smoke, quiet=args.quiet)
-            progress.end(job, time.monotonic() - job_start if worked else None)
+            record, worked = run_demo_job(j, data=args.data, max_steps=SMOKE_STEPS if args.smoke else None,
+                                          smoke=args.smoke, quiet=args.quiet)
+            progress.end(j, time.monotonic() - job_start if worked else None)
             records.append(record)
     except (DemoError, AnalysisError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -285,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     compute = sum(r.train_s + r.eval_s for r in records)
     context = {"command": "make demo" if command == "python -m cmpl.demo" else command,
                "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-               "machine": machine(), "wall_time": _fmt(time.monotonic() - start),
-               "compute_time": _fmt(compute), "cpu_time": _fmt(_children_cpu() - cpu_start),
+               "machine": machine(), "wall_time": fmt_seconds(time.monotonic() - start),
+               "compute_time": fmt_seconds(compute), "cpu_time": fmt_seconds(children_cpu() - cpu_start),
                "preset": PRESET + (f" (max_steps={SMOKE_STEPS})" if args.smoke else ""),
                "runs_dir": str(args.runs), "data": str(args.data)}
     write_text(readme, render_readme(summary, records, plots=plots, context=context,

@@ -95,10 +95,19 @@ def read_subset(root: str | Path, subset: str) -> list[VideoRecord]:
     return records
 
 
+ALL_LABELED = "all"
+
+
 def read_split(root: str | Path, split: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
-    """(labeled, unlabeled) train records for `splits/{split}.txt`; unlabeled = the rest of train.csv."""
+    """(labeled, unlabeled) train records for `splits/{split}.txt`; unlabeled = the rest of train.csv.
+
+    The split name `all` (ALL_LABELED) labels every training video and leaves none unlabeled: the
+    supervised ceiling of a study.
+    """
     root = Path(root)
     train = read_subset(root, "train")
+    if split == ALL_LABELED:
+        return train, []
     f = root / "splits" / f"{split}.txt"
     if not f.is_file():
         have = sorted(p.stem for p in (root / "splits").glob("*.txt"))

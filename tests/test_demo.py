@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from cmpl.analysis import load_eval
-from cmpl.demo import DemoError, Job, Progress, eval_command, run_job, train_command
+from cmpl.demo import FULL_EVAL_OVERRIDES, PRESET, DemoError, Progress, job, run_demo_job
+from cmpl.study import eval_command, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -79,28 +80,29 @@ def test_temporal_probe_on_the_smoke_cmpl_run(smoke):
 
 
 def test_commands_are_argument_lists(tmp_path):
-    job = Job("cmpl", 2, tmp_path / "cmpl_seed2")
-    cmd = train_command(job, tmp_path / "data", None)
+    j = job("cmpl", 2, tmp_path)
+    assert j.run_dir == tmp_path / "cmpl_seed2"
+    cmd = train_command(j, tmp_path / "data", PRESET)
     assert cmd[1:] == ["-m", "cmpl.train", "--preset", "demo", "--data.root", str(tmp_path / "data"),
-                       "--run.dir", str(job.run_dir), "--method.name=cmpl", "--data.split=1pct_seed2",
+                       "--run.dir", str(j.run_dir), "--method.name=cmpl", "--data.split=1pct_seed2",
                        "--runtime.seed=2"]
-    assert train_command(job, tmp_path, 5)[-1] == "--schedule.max_steps=5"
-    ev = eval_command(job, "aux", smoke=False)
-    assert ev[ev.index("--out") + 1] == str(job.run_dir / "eval_aux.json")
+    assert train_command(j, tmp_path, PRESET, 5)[-1] == "--schedule.max_steps=5"
+    ev = eval_command(j, "aux", FULL_EVAL_OVERRIDES)
+    assert ev[ev.index("--out") + 1] == str(j.run_dir / "eval_aux.json")
     assert ev[-2:] == ["--data.eval_clips=10", "--data.eval_crops=3"]
 
 
 def test_run_folder_from_another_command_is_refused(tmp_path):
-    job = Job("fixmatch", 0, tmp_path / "fixmatch_seed0")
-    job.run_dir.mkdir()
-    (job.run_dir / "demo.json").write_text(json.dumps({"config_sha256": "0" * 64, "trained": True,
+    j = job("fixmatch", 0, tmp_path)
+    j.run_dir.mkdir()
+    (j.run_dir / "demo.json").write_text(json.dumps({"config_sha256": "0" * 64, "trained": True,
                                                        "train_s": 1.0}))
     with pytest.raises(DemoError, match="another config"):
-        run_job(job, data=tmp_path, max_steps=None, smoke=False, quiet=True)
+        run_demo_job(j, data=tmp_path, max_steps=None, smoke=False, quiet=True)
 
 
 def test_progress_eta_uses_per_method_times(tmp_path):
-    jobs = [Job(m, s, tmp_path) for s in (0, 1) for m in ("supervised", "cmpl")]
+    jobs = [job(m, s, tmp_path) for s in (0, 1) for m in ("supervised", "cmpl")]
     p = Progress(jobs)
     assert p.eta() == "ETA unknown"
     p.end(jobs[0], 60.0)

@@ -1,0 +1,150 @@
+"""What `cmpl.study` writes: OUT/results.json (one row per run and network) and OUT/README.md, whose every
+number is read from the eval JSONs and every sentence computed from those numbers.
+
+Pairing: within a split name (1pct, 10pct, ...) each seed is its own labeled split, so two rows are compared
+split by split (difference of F's top-1 on the same labeled videos), and the 95% interval of the mean
+difference is Student's t across those splits.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cmpl.atomic import write_json, write_text
+
+from .plots import plt, save_figure
+
+# Student's t, two-sided 95%, by degrees of freedom; larger dof use the Cornish-Fisher expansion.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t975(dof: int) -> float:
+    if dof in _T975:
+        return _T975[dof]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of the 95% t-interval; low = high = mean for a single value."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, m, m
+    half = t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return m, m - half, m + half
+
+
+def rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """results.json rows: one per (run, network), top-1/top-5 as fractions of the multi-view test."""
+    out = []
+    for r in results:
+        for network, ev in r.evals.items():
+            out.append({"method": r.job.method, "variant": r.job.variant.name, "split": r.job.split,
+                        "seed": r.job.seed, "network": network, "top1": ev["top1"], "top5": ev["top5"],
+                        "run_dir": str(r.job.run_dir)})
+    return out
+
+
+def _by(rs: Sequence[dict], network: str = "primary") -> dict[tuple[str, str], dict[int, float]]:
+    table: dict[tuple[str, str], dict[int, float]] = {}
+    for r in rs:
+        if r["network"] == network:
+            table.setdefault((r["variant"], r["split"]), {})[r["seed"]] = 100 * r["top1"]
+    return table
+
+
+def _pm(values: Sequence[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+
+
+def comparisons(variants: Sequence[Any]) -> list[tuple[str, str]]:
+    """(row, baseline) pairs: every row against the first row and against the row before it."""
+    names = [v.name for v in variants]
+    pairs = []
+    for i, name in enumerate(names[1:], start=1):
+        for base in (names[0], names[i - 1]):
+            if (name, base) not in pairs:
+                pairs.append((name, base))
+    return pairs
+
+
+def paired(table: dict, a: str, b: str, split: str) -> dict[str, Any] | None:
+    """Per-split differences a - b (top-1 points) on the seeds both have, their mean and 95% interval."""
+    sa, sb = table.get((a, split), {}), table.get((b, split), {})
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        return None
+    diffs = [sa[s] - sb[s] for s in seeds]
+    m, lo, hi = mean_interval(diffs)
+    return {"seeds": seeds, "diffs": diffs, "mean": m, "low": lo, "high": hi,
+            "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
+
+
+def sentence(a: str, b: str, split: str, p: dict[str, Any]) -> str:
+    n = len(p["diffs"])
+    verdict = ("ahead" if p["low"] > 0 else "behind" if p["high"] < 0 else
+               "not separable from it (the interval contains 0)")
+    return (f"On `{split}`, {a} − {b} = {p['mean']:+.1f} points (95% interval [{p['low']:+.1f}, {p['high']:+.1f}] "
+            f"over {n} split{'s' if n > 1 else ''}); {a} wins on {p['wins']} of {n}, loses on {p['losses']}: "
+            f"{a} is {verdict}.")
+
+
+def plot_rows(table: dict, variants: Sequence[Any], splits: Sequence[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(variants) * len(splits)), 4))
+    width = 0.8 / max(1, len(variants))
+    for i, v in enumerate(variants):
+        xs, ms, sds = [], [], []
+        for j, split in enumerate(splits):
+            vals = list(table.get((v.name, split), {}).values())
+            if vals:
+                xs.append(j + i * width)
+                ms.append(statistics.fmean(vals))
+                sds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.bar(xs, ms, width, yerr=sds, capsize=3, label=v.title or v.name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits)
+    ax.set_ylabel("top-1 of F [%] (mean ± std over splits)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], context: dict[str, str]) -> Path:
+    """Write OUT/results.json, OUT/top1.png and OUT/README.md; returns the README's path."""
+    rs = rows(results)
+    write_json(out / "results.json", {"runs": rs})
+    table, table_a = _by(rs), _by(rs, "aux")
+    splits = list(dict.fromkeys(r["split"] for r in rs))
+    present = [v for v in variants if any((v.name, s) in table for s in splits)]
+    plot = plot_rows(table, present, splits, out / "top1.png")
+    lines = ["# Study results", "",
+             f"Generated by `{context['command']}` on preset `{context['preset']}`, dataset `{context['data']}`; "
+             f"wall time {context['wall_time']}, CPU time of the runs {context['cpu_time']}. Top-1 (%) of the "
+             "primary network F, final weights (last.pt), 10 clips x 3 crops; each seed is its own labeled split.",
+             "", "| row | split | top-1 F (mean ± std) | per split | top-1 A |", "|---|---|---|---|---|"]
+    for split in splits:
+        for v in present:
+            vals = table.get((v.name, split))
+            if not vals:
+                continue
+            per = ", ".join(f"{vals[s]:.1f}" for s in sorted(vals))
+            a = table_a.get((v.name, split))
+            label = v.title or v.name
+            if split == "all":
+                label += " — ceiling: every training video labeled"
+            lines.append(f"| {label} | {split} | {_pm(list(vals.values()))} | {per} | "
+                         f"{_pm(list(a.values())) if a else ''} |")
+    lines += ["", "## Paired differences (top-1 points of F, split by split)", ""]
+    for split in splits:
+        for a, b in comparisons(present):
+            p = paired(table, a, b, split)
+            if p is not None:
+                lines.append(f"- {sentence(a, b, split, p)} Per split: "
+                             + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    lines += ["", f"![top-1 per row]({plot.name})", ""]
+    readme = out / "README.md"
+    write_text(readme, "\n".join(lines))
+    return readme

@@ -1,0 +1,85 @@
+"""cmpl.study: the grid runner, results.json / README.md, resume and its one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_synthetic
+
+from cmpl.analysis.study_report import comparisons, mean_interval, paired
+from cmpl.study import GRIDS, resolve_variants
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _study(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "cmpl.study", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("data") / "synthetic", per_class=3)
+
+
+@pytest.mark.parametrize("extra,words", [
+    (("--splits", "5pct"), "5pct_seed0.txt: no such split"),
+    (("--methods", "mixmatch"), "unknown method 'mixmatch'"),
+    (("--grid", "table9"), "unknown grid 'table9'"),
+    (("--optim.lrr=1",), "unknown config key optim.lrr"),
+    (("--splits", "empty"), "empty_seed0.txt: split lists no videos"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, extra, words):
+    (dataset / "splits" / "empty_seed0.txt").write_text("")
+    out = tmp_path / "out"
+    r = _study("--data", str(dataset), "--out", str(out), "--seeds", "0", *extra)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_ladder_rows_follow_the_paper():
+    rows = {v.name: v for v in resolve_variants("ladder", None, "demo")}
+    assert list(rows) == [v.name for v in GRIDS["ladder"]] and rows["fixmatch"].method == "fixmatch"
+    assert "--model.aux_shared=true" in rows["shared_rates"].overrides
+    assert "--data.aux=4,8" in rows["aux_same_clip"].overrides  # the demo preset's F clip
+    assert rows["aux_rates_offset"].overrides == ()  # full CMPL = the preset itself
+
+
+def test_paired_interval_and_pairs():
+    m, lo, hi = mean_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo == pytest.approx(2 - 4.303 / 3 ** 0.5) and hi == pytest.approx(2 + 4.303 / 3 ** 0.5)
+    table = {("cmpl", "1pct"): {0: 50.0, 1: 40.0}, ("fixmatch", "1pct"): {0: 45.0, 1: 41.0, 2: 30.0}}
+    p = paired(table, "cmpl", "fixmatch", "1pct")
+    assert p["seeds"] == [0, 1] and p["diffs"] == [5.0, -1.0] and p["wins"] == 1 and p["losses"] == 1
+    names = [v for v in resolve_variants("table1", None, "demo")]
+    assert comparisons(names) == [("fixmatch", "supervised"), ("cmpl", "supervised"), ("cmpl", "fixmatch")]
+
+
+def test_study_runs_a_grid_with_the_ceiling_and_resumes(dataset, tmp_path):
+    out = tmp_path / "out"
+    args = ("--data", str(dataset), "--out", str(out), "--preset", "tiny", "--methods", "supervised", "fixmatch",
+            "--splits", "1pct", "all", "--seeds", "0", "1", "--jobs", "2", "--quiet", "--schedule.steps=3",
+            "--run.eval_every=0", "--data.eval_clips=1", "--data.eval_crops=1")
+    r = _study(*args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    keys = {(x["variant"], x["split"], x["seed"]) for x in runs}
+    assert keys == {("supervised", "1pct", 0), ("supervised", "1pct", 1), ("fixmatch", "1pct", 0),
+                    ("fixmatch", "1pct", 1), ("supervised", "all", 0), ("supervised", "all", 1)}
+    for x in runs:
+        assert set(x) == {"method", "variant", "split", "seed", "network", "top1", "top5", "run_dir"}
+        assert 0.0 <= x["top1"] <= x["top5"] <= 1.0 and x["network"] == "primary"
+        assert json.loads((Path(x["run_dir"]) / "eval.json").read_text())["top1"] == x["top1"]
+    readme = (out / "README.md").read_text()
+    assert "ceiling: every training video labeled" in readme
+    assert "On `1pct`, fixmatch − supervised" in readme and "over 2 splits" in readme
+    assert (out / "top1.png").read_bytes()[:4] == b"\x89PNG"
+    again = _study(*args)  # everything done: skipped, same results
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert json.loads((out / "results.json").read_text())["runs"] == runs
