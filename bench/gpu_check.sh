@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-call GPU check (issue 7). Runs on a bare GPU machine that has PyTorch but no DALI/PyAV/tomli-w
 # and no network: installs the wheels carried there in parts (bench/gpu_wheels.sh, bench/README.md), then
-# runs every step of bench/gpu_check.py (each time-boxed; table printed last, JSON + table + log in $OUT).
+# runs every step of bench/gpu_check/ (each time-boxed; table printed last, JSON + table + log in $OUT).
 #
 #   bash bench/gpu_check.sh [--out DIR] [--steps 1,2,3,4,5,6]   # GPU machine, the last device call
 #   bash bench/gpu_check.sh --dry-run [--out DIR]                # CPU (CI): the steps that need no GPU

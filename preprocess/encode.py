@@ -117,6 +117,27 @@ def _codec_args(s: EncodeSettings) -> list[str]:
             "-map_chapters", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", *container]
 
 
+# The `-NAME VALUE` pairs of `_codec_args` that are options of the encoder itself (libavcodec AVOptions); the
+# others belong to the ffmpeg CLI or the muxer (-force_key_frames, -an, -map_metadata, -fflags, -f, -movflags).
+_ENCODER_OPTION_NAMES = frozenset({"g", "keyint_min", "crf", "b:v", "deadline", "cpu-used", "lag-in-frames",
+                                   "auto-alt-ref", "preset", "bf", "sc_threshold", "x264-params", "threads",
+                                   "flags:v"})
+
+
+def encoder_options(s: EncodeSettings) -> tuple[str, dict[str, str]]:
+    """(libavcodec encoder name, {AVOption: value}) of the ffmpeg command for `s`.
+
+    For writers that drive the same encoder through PyAV (`add_stream(name)`, `stream.options = options`)
+    where the ffmpeg CLI is absent. Read off `_codec_args`, so the two cannot drift; stream specifiers are
+    dropped ("b:v" -> "b"). Left out, as CLI-only: `-force_key_frames` (with keyint_min = g and no scene
+    cuts the GOP is fixed anyway) and the container flags. The frame rate is `s.fps`; no scaling is done.
+    """
+    args = _codec_args(s)
+    options = {name[1:].split(":")[0]: value for name, value in zip(args, args[1:])
+               if name.startswith("-") and name[1:] in _ENCODER_OPTION_NAMES}
+    return args[args.index("-c:v") + 1], options
+
+
 def _run_ffmpeg(args: list[str], tmp: Path, *, stdin: bytes | None, timeout: float,
                 src: Path | None = None) -> None:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-v", "error", "-y", *args, str(tmp)]

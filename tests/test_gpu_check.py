@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check
+from bench.gpu_check import verdicts, workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,36 +51,36 @@ def _train(step: int, **stats: float) -> dict:
 
 
 def test_cmpl_verdict_needs_50_finite_steps_with_all_statistics():
-    ok = gpu_check.judge_cmpl([_train(10), {"kind": "val", "step": 50}, _train(50)], 0, "")
+    ok = verdicts.judge_cmpl([_train(10), {"kind": "val", "step": 50}, _train(50)], 0, "")
     assert ok.status == "ok" and "50 steps" in ok.summary
-    nan = gpu_check.judge_cmpl([_train(10), _train(50, loss_u_a=math.nan)], 0, "")
+    nan = verdicts.judge_cmpl([_train(10), _train(50, loss_u_a=math.nan)], 0, "")
     assert nan.status == "FAIL" and "loss_u_a@50" in nan.summary
-    short = gpu_check.judge_cmpl([_train(10)], 0, "")
+    short = verdicts.judge_cmpl([_train(10)], 0, "")
     assert short.status == "FAIL"
-    missing = gpu_check.judge_cmpl([{k: v for k, v in _train(50).items() if k != "mask_a"}], 0, "")
+    missing = verdicts.judge_cmpl([{k: v for k, v in _train(50).items() if k != "mask_a"}], 0, "")
     assert missing.status == "FAIL" and "mask_a" in missing.summary
-    crashed = gpu_check.judge_cmpl([], 1, "error: boom")
+    crashed = verdicts.judge_cmpl([], 1, "error: boom")
     assert crashed.status == "FAIL" and "boom" in crashed.summary
 
 
 def test_mfu_uses_counted_flops_and_the_measured_peak():
     data = {"results": [{"mode": "eager", "videos_per_s": 12.0, "s_per_step": 1.0, "peak_mem_gib": 20.0}]}
-    (row,) = gpu_check.train_rows(data, peak_tflops=800.0, flops_per_step=4e14)
+    (row,) = verdicts.train_rows(data, peak_tflops=800.0, flops_per_step=4e14)
     assert row["mfu_pct"] == pytest.approx(50.0) and row["variant"] == "eager"
-    (row,) = gpu_check.train_rows(data, peak_tflops=None, flops_per_step=4e14)
+    (row,) = verdicts.train_rows(data, peak_tflops=None, flops_per_step=4e14)
     assert row["mfu_pct"] is None
 
 
-def test_step_flops_counts_train_and_weak_passes_of_both_networks():
+def test_cmpl_step_flops_counts_train_and_weak_passes_of_both_networks():
     shapes = dict(primary="resnet3d10_w1_8", aux="resnet3d10_w1_8", classes=10, pt=4, at=8, size=32, bl=2, bu=4)
-    f = gpu_check.step_flops(shapes)
+    f = workers.cmpl_step_flops(shapes)
     assert f["total"] == pytest.approx(f["primary"] + f["aux"])
     # Same network, twice the frames: about twice the FLOPs (the classifier head is a rounding error).
     assert f["aux"] / f["primary"] == pytest.approx(2.0, rel=0.05)
 
 
 def test_pytest_summary_parsing():
-    assert gpu_check.pytest_counts("..\n== 2 passed, 1 skipped in 3.1s ==\n") == {"passed": 2, "skipped": 1}
-    assert gpu_check.pytest_counts("a\n3/10 tests collected (7 deselected) in 1.2s") == {"deselected": 7,
+    assert verdicts.pytest_counts("..\n== 2 passed, 1 skipped in 3.1s ==\n") == {"passed": 2, "skipped": 1}
+    assert verdicts.pytest_counts("a\n3/10 tests collected (7 deselected) in 1.2s") == {"deselected": 7,
                                                                                          "collected": 3}
-    assert gpu_check.pytest_counts("no summary") == {}
+    assert verdicts.pytest_counts("no summary") == {}
