@@ -46,12 +46,14 @@ def frame_counts_match(root: Path) -> bool:
 
 
 def weak_batches(root: Path, device: str, batches: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`batches` unlabeled batches of 4 (8x2 + 16x1 clips, 48-px crops): weak views and sampled indices, on CPU."""
+    """`batches` unlabeled batches of 4 decoded on `device` ("cuda" | "cpu"; 8x2 + 16x1 clips, 48-px crops):
+    weak views and sampled indices, moved to the CPU."""
     import pipelines
+    from pipelines.sampling import ClipSpec
 
-    loader = pipelines.unlabeled_loader(str(root), split="1pct_seed0", batch_size=4, device=device, seed=seed,
-                                        primary=(8, 2), aux=(16, 1), time_offset=0.5, crop_size=48,
-                                        short_side=56, with_indices=True, num_threads=2)
+    spec = ClipSpec(primary=(8, 2), aux=(16, 1), time_offset=0.5, crop_size=48, short_side=56)
+    loader = pipelines.unlabeled_loader(str(root), split="1pct_seed0", batch_size=4, spec=spec, device=device,
+                                        seed=seed, with_indices=True, num_threads=2)
     it = iter(loader)
     out = []
     for _ in range(batches):
@@ -112,9 +114,9 @@ def worker_decode(args: argparse.Namespace) -> dict[str, Any]:
         res["summary"] = (f"cpu vp9 frame-exact {good}/{total} clips; h264 fixture copy "
                           f"{'complete' if counted else 'BROKEN'} (decodes on the GPU only)")
         return res
-    gpu = weak_batches(vp9, "gpu", 2)
+    gpu = weak_batches(vp9, "cuda", 2)
     g_good, g_total = frame_exact(gpu)
-    h264 = weak_batches(h264_root, "gpu", 2)
+    h264 = weak_batches(h264_root, "cuda", 2)
     h_good, h_total = frame_exact(h264)
     agree = pixel_diff(gpu, cpu)
     res.update(gpu_vp9_exact=[g_good, g_total], gpu_h264_exact=[h_good, h_total], gpu_vs_cpu=agree)

@@ -20,13 +20,13 @@ TIME_OFFSET_S = {"paper": 1.0, "tiny": 0.5}
 LOADER_BATCH = 16
 
 
-def loader_sizes(preset: str, time_offset: float) -> dict[str, Any]:
-    """The unlabeled loader's clip and crop sizes of cmpl preset `preset`, with `time_offset` (seconds)."""
-    from cmpl import presets
+def loader_spec(preset: str, time_offset: float) -> Any:
+    """The training clips (pipelines.sampling.ClipSpec) of cmpl preset `preset`, with `time_offset` seconds."""
+    from cmpl import components, presets
 
-    d = presets.get(preset).data
-    return {"primary": d.primary, "aux": d.aux, "crop_size": d.crop_size, "short_side": d.short_side,
-            "time_offset": time_offset}
+    data = presets.get(preset).data
+    data.time_offset = time_offset
+    return components.clip_spec(data)
 
 
 def _encode_one(job: tuple[str, int, int, int, str, int]) -> int:
@@ -76,24 +76,25 @@ def throughput_dataset(root: Path, codec: str, videos: int, frames: int, size: t
     return root, sum(sizes) * 8 / 1000 / (videos * frames / float(settings.fps))
 
 
-def samples_per_s(root: Path, device: str, batch: int, warmup: int, timed: int, threads: int,
-                  sizes: dict[str, Any]) -> float:
-    """Unlabeled samples (4 clips each) per second over `timed` batches after `warmup` batches."""
+def samples_per_s(root: Path, backend: str, batch: int, warmup: int, timed: int, threads: int, spec: Any) -> float:
+    """Unlabeled samples (4 clips each) per second on DALI's `backend` ("gpu" | "cpu") over `timed` batches
+    after `warmup` batches; `spec`: the pipelines.sampling.ClipSpec of the clips."""
     import torch
 
     import pipelines
 
-    loader = pipelines.unlabeled_loader(str(root), split="1pct_seed0", batch_size=batch, device=device, seed=0,
-                                        num_threads=threads, **sizes)
+    device = "cuda" if backend == "gpu" else "cpu"
+    loader = pipelines.unlabeled_loader(str(root), split="1pct_seed0", batch_size=batch, spec=spec, device=device,
+                                        seed=0, num_threads=threads)
     it = iter(loader)
     for _ in range(warmup):
         next(it)
-    if device == "gpu":
+    if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(timed):
         b = next(it)
-    if device == "gpu":
+    if device == "cuda":
         torch.cuda.synchronize()
     assert set(b) >= {"primary_weak", "primary_strong", "aux_weak", "aux_strong"}
     return batch * timed / (time.perf_counter() - t0)
@@ -106,14 +107,13 @@ def worker_loader(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     cores = os.cpu_count() or 1
     if args.dry_run:
-        tiny = loader_sizes("tiny", TIME_OFFSET_S["tiny"])
+        tiny = loader_spec("tiny", TIME_OFFSET_S["tiny"])
         root, kbps = throughput_dataset(work / "tp_vp9", "vp9", 6, 24, (40, 56))
         sps = samples_per_s(root, "cpu", 2, 1, 2, 2, tiny)
         return {"rows": [{"backend": "cpu", "codec": "vp9", "samples_per_s": sps, "threads": 2}],
-                "setup": f"dry run: 6 synthetic VP9 videos 56x40 ({kbps:.0f} kbit/s), "
-                         f"{'x'.join(map(str, tiny['primary']))}/{'x'.join(map(str, tiny['aux']))} clips, "
-                         f"{tiny['crop_size']} px crops, batch 2, 2 timed batches"}
-    paper = loader_sizes(PAPER_PRESET, TIME_OFFSET_S["paper"])
+                "setup": f"dry run: 6 synthetic VP9 videos 56x40 ({kbps:.0f} kbit/s), {_clips(tiny)} clips, "
+                         f"{tiny.crop_size} px crops, batch 2, 2 timed batches"}
+    paper = loader_spec(PAPER_PRESET, TIME_OFFSET_S["paper"])
     # The preprocessed datasets' short side, 4:3 (even width), 5 s: the window plus offsets fits.
     short = EncodeSettings().short_side
     size, frames, videos, batch = (short, short * 4 // 3 // 2 * 2), 125, 48, LOADER_BATCH
@@ -128,8 +128,12 @@ def worker_loader(args: argparse.Namespace) -> dict[str, Any]:
                                                  ("cpu", "vp9", vp9, cores, 8)):
         rows.append({"backend": backend, "codec": codec, "threads": threads, "batches": timed,
                      "samples_per_s": samples_per_s(root, backend, batch, 3, timed, threads, paper)})
-    p, a = paper["primary"], paper["aux"]
     return {"rows": rows, "setup": f"{videos} synthetic videos {size[1]}x{size[0]} x {frames} frames, GOP "
                                    f"{EncodeSettings().gop} (H.264 {h264_kbps:.0f}, VP9 {vp9_kbps:.0f} kbit/s), "
-                                   f"batch {batch}, {p[0]}x{p[1]} + {a[0]}x{a[1]} clips, {paper['crop_size']} "
-                                   f"crops of {paper['short_side']} (datasets made in {made:.0f} s)"}
+                                   f"batch {batch}, {_clips(paper)} clips, {paper.crop_size} crops of "
+                                   f"{paper.short_side} (datasets made in {made:.0f} s)"}
+
+
+def _clips(spec: Any) -> str:
+    """"8x8 + 16x4": (frames x stride) of F's and A's clips."""
+    return " + ".join(f"{t}x{s}" for t, s in (spec.primary, spec.aux))
