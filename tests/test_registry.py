@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_synthetic
+from conftest import cpu_step, random_clip_batches, write_synthetic
 from test_models import _unzero_residual_gammas
 
-from cmpl import cli, components, config, presets, registry, runtime
+from cmpl import cli, components, config, presets, registry
 from cmpl.analysis import report
 from cmpl.evaluate import load_network, network_clip
 from cmpl.methods import TASKS, build_task
-from cmpl.trainer import Trainer, due, make_step
+from cmpl.trainer import Trainer, due
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,12 +69,8 @@ def test_shared_aux_step_trains_the_one_network_on_both_clips():
     task = build_task(cfg.method, nets)
     opt, sched = components.build_optimizer(cfg.optim, cfg.schedule, [*nets["primary"].parameters()], lr=0.1,
                                             steps_per_epoch=1)
-    step = make_step(task, opt, sched, runtime.make_scaler("off", torch.device("cpu")),
-                     runtime.autocast_factory("off", torch.device("cpu")))
-    clip = lambda n, t: torch.randn(n, 3, t, 32, 32)  # noqa: E731
-    labeled = {"primary": clip(2, 4), "aux": clip(2, 8), "label": torch.tensor([0, 1])}
-    unlabeled = {"primary_weak": clip(4, 4), "primary_strong": clip(4, 4), "aux_weak": clip(4, 8),
-                 "aux_strong": clip(4, 8), "label": torch.tensor([0, 1, 2, 0])}
+    step = cpu_step(task, opt, sched)
+    labeled, unlabeled = random_clip_batches()
     out = step(labeled, unlabeled)
     assert torch.isfinite(out["loss"]) and {"loss_s_a", "loss_u_a"} <= set(out)
     assert sorted(seen) == sorted([(4, 3, 4), (4, 3, 8), (6, 3, 4), (6, 3, 8)])  # weak F, weak A, joint F, A

@@ -13,12 +13,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import write_synthetic
+from conftest import cpu_step, random_clip_batches, write_synthetic
 import torch
 
-from cmpl import config, models, presets, runtime
+from cmpl import config, models, presets
 from cmpl.methods import build_task
-from cmpl.trainer import cosine_lambda, make_step
+from cmpl.trainer import cosine_lambda
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = {"kind", "step", "epoch", "lr", "loss", "loss_s_f", "loss_s_a", "loss_u_f", "loss_u_a", "mask_f",
@@ -70,12 +70,8 @@ def test_one_cmpl_step_changes_both_networks():
     task = build_task(cfg.method, {"primary": f, "aux": a})
     opt = torch.optim.SGD([*f.parameters(), *a.parameters()], lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(10, 0))
-    step = make_step(task, opt, sched, runtime.make_scaler("off", torch.device("cpu")),
-                     runtime.autocast_factory("off", torch.device("cpu")))
-    clip = lambda n, t: torch.randn(n, 3, t, 32, 32)  # noqa: E731
-    labeled = {"primary": clip(2, 4), "aux": clip(2, 8), "label": torch.tensor([0, 1])}
-    unlabeled = {"primary_weak": clip(4, 4), "primary_strong": clip(4, 4), "aux_weak": clip(4, 8),
-                 "aux_strong": clip(4, 8), "label": torch.tensor([0, 1, 2, 0])}
+    step = cpu_step(task, opt, sched)
+    labeled, unlabeled = random_clip_batches()
     out = step(labeled, unlabeled)
     assert torch.isfinite(out["loss"])
     assert {"loss_s_f", "loss_s_a", "loss_u_f", "loss_u_a", "mask_f", "pl_acc_a"} <= out.keys()
