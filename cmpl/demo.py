@@ -6,12 +6,12 @@
 
 For each split seed S and method M it runs, as separate processes:
     python -m preprocess.synthetic --out DATA                                 (once, if DATA is absent)
-    python -m cmpl.train --preset demo --data.root DATA --run.dir RUNS/M_seedS --method.name=M
+    python -m cmpl.train --preset demo --data.root DATA --run.dir RUNS/M_1pct_seedS --method.name=M
                          --data.split=1pct_seedS --runtime.seed=S
-    python -m cmpl.evaluate --checkpoint RUNS/M_seedS/checkpoints/last.pt --network primary|aux --out ...
+    python -m cmpl.evaluate --checkpoint RUNS/M_1pct_seedS/checkpoints/last.pt --network primary|aux --out ...
 then writes OUT/README.md (table of mean ± std over seeds, wall time, machine, command) and OUT/*.png.
 
-Rerunning resumes: a finished training (recorded in RUN/demo.json) is skipped, an interrupted one is resumed
+Rerunning resumes: a finished training (recorded in RUN/study.json, as cmpl.study does) is skipped, an interrupted one is resumed
 by the trainer from last.pt, and an evaluation whose JSON exists is not redone. The final weights (last.pt)
 are evaluated, not best.pt: best.pt is chosen on the same val set the table reports, which would flatter it.
 """
@@ -46,8 +46,9 @@ DemoError = StudyError  # a step of the demo failed; the message says which and 
 
 
 def job(method: str, seed: int, runs: Path) -> Job:
-    """The demo's job for (method, split seed): a table1 row on split 1pct_seed<seed>."""
-    return Job(Variant(method, method), "1pct", seed, runs / f"{method}_seed{seed}")
+    """The demo's job for (method, split seed): cmpl.study's table1 row on split 1pct_seed<seed>, in the same
+    run folder (RUNS/<method>_1pct_seed<seed>), so `cmpl.study --runs runs/demo` reuses the demo's runs."""
+    return Job(Variant(method, method), "1pct", seed, runs / f"{method}_1pct_seed{seed}")
 
 
 def ensure_dataset(data: Path, smoke: bool, quiet: bool, log: Path) -> None:
@@ -87,7 +88,7 @@ class Progress:
 def run_demo_job(j: Job, *, data: Path, max_steps: int | None, smoke: bool, quiet: bool) -> tuple[RunRecord, bool]:
     """Train (or resume, or skip) and evaluate one job with cmpl.study's runner; its record for the report."""
     res = run_job(j, data=data, preset=PRESET, views=SMOKE_EVAL_OVERRIDES if smoke else FULL_EVAL_OVERRIDES,
-                  quiet=quiet, max_steps=max_steps, state_file="demo.json")
+                  quiet=quiet, max_steps=max_steps)
     record = RunRecord(j.method, j.seed, j.run_dir, load_eval(j.eval_json("primary")),
                        load_eval(j.eval_json("aux")) if "aux" in j.networks else None, res.train_s, res.eval_s)
     print(f"{j.method} seed {j.seed}: top-1 F {record.eval_f.top1:.1f}%"
@@ -135,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder (default data/synthetic; --smoke: OUT/data); generated if absent")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--quiet", action="store_true", help="send the trainer's output to RUN/demo.log only")
+    parser.add_argument("--quiet", action="store_true", help="send the trainer's output to RUN/study.log only")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds = args.seeds[:1]

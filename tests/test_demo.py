@@ -81,7 +81,7 @@ def test_temporal_probe_on_the_smoke_cmpl_run(smoke):
 
 def test_commands_are_argument_lists(tmp_path):
     j = job("cmpl", 2, tmp_path)
-    assert j.run_dir == tmp_path / "cmpl_seed2"
+    assert j.run_dir == tmp_path / "cmpl_1pct_seed2"
     cmd = train_command(j, tmp_path / "data", PRESET)
     assert cmd[1:] == ["-m", "cmpl.train", "--preset", "demo", "--data.root", str(tmp_path / "data"),
                        "--run.dir", str(j.run_dir), "--method.name=cmpl", "--data.split=1pct_seed2",
@@ -95,7 +95,7 @@ def test_commands_are_argument_lists(tmp_path):
 def test_run_folder_from_another_command_is_refused(tmp_path):
     j = job("fixmatch", 0, tmp_path)
     j.run_dir.mkdir()
-    (j.run_dir / "demo.json").write_text(json.dumps({"config_sha256": "0" * 64, "trained": True,
+    (j.run_dir / "study.json").write_text(json.dumps({"config_sha256": "0" * 64, "trained": True,
                                                        "train_s": 1.0}))
     with pytest.raises(DemoError, match="another config"):
         run_demo_job(j, data=tmp_path, max_steps=None, smoke=False, quiet=True)

@@ -48,7 +48,7 @@ def test_ladder_rows_follow_the_paper():
     assert list(rows) == [v.name for v in GRIDS["ladder"]] and rows["fixmatch"].method == "fixmatch"
     assert "--model.aux_shared=true" in rows["shared_rates"].overrides
     assert "--data.aux=4,8" in rows["aux_same_clip"].overrides  # the demo preset's F clip
-    assert rows["aux_rates_offset"].overrides == ()  # full CMPL = the preset itself
+    assert rows["cmpl"].overrides == ()  # full CMPL = the preset itself = table1's cmpl row
 
 
 def test_paired_interval_and_pairs():
