@@ -264,9 +264,14 @@ def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> l
             for v in GRIDS[grid] if not methods or v.method in methods]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other bad input
+        self.exit(2, f"error: {message} (see python -m cmpl.study --help)\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="python -m cmpl.study", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m cmpl.study", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="dataset folder (docs/ARCHITECTURE.md section 1)")
     p.add_argument("--out", type=Path, required=True, help="results folder (results.json, README.md, plots)")
     p.add_argument("--runs", type=Path, default=None, help="run folders (default OUT/runs)")
