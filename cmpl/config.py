@@ -119,6 +119,7 @@ class RuntimeConfig:
 class RunConfig:
     dir: str = "runs/demo"  # run folder (ARCHITECTURE.md section 5); rerunning resumes from it
     checkpoint_every: int = 1000  # save last.pt every N optimizer steps (and at the end)
+    keep_last: int = 2  # checkpoints kept: last.pt, last.1.pt, ... (resume falls back to an older readable one)
     log_every: int = 50  # log statistics every N steps (the only host-device sync points)
     eval_every: int = 0  # validate every N steps (0: only at the end)
     progress: bool = True  # tqdm bar on rank 0

@@ -1,4 +1,4 @@
-"""Train CMPL (or the FixMatch / supervised baselines). Rerunning the same command resumes the run.
+r"""Train CMPL (or the FixMatch / supervised baselines). Rerunning the same command resumes the run.
 
 Single process (CPU or one GPU):
     python -m cmpl.train                                   # demo preset on data/synthetic (made on first use)
@@ -17,6 +17,17 @@ Presets: `python -m cmpl.config --list`; any `--section.key=value` overrides a f
 RUN/checkpoints/{last,best,primary}.pt, RUN/metrics.jsonl, TensorBoard events (`tensorboard --logdir RUN`).
 Evaluate afterwards with `python -m cmpl.evaluate --checkpoint RUN/checkpoints/last.pt` (best.pt is chosen on
 the same val set it would report).
+
+Clusters (SLURM: preemption, requeue, dead nodes; README "Clusters"):
+    SIGTERM or SIGUSR1 (`sbatch --signal=USR1@90`) -> every rank finishes its step, rank 0 saves last.pt, all
+    ranks exit 3. `run.keep_last` (2) checkpoints are kept (last.pt, last.1.pt); an unreadable last.pt falls back
+    to the previous one. RUN/trainer.lock keeps a second trainer off a live run folder (a dead holder's lock is
+    taken over). Elastic restarts resume from last.pt. torchrun's agent dies on SIGUSR1 unless told to forward it:
+    torchrun --nproc_per_node=N --max-restarts=3 --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+        --shutdown-timeout=80 -m cmpl.train --config runs/X/config.toml
+
+Exit codes: 0 done; 1 training failed (non-finite loss); 2 user error (config, data, checkpoint, run folder
+locked by another trainer); 3 (EXIT_PREEMPTED) preempted; rerun the same command to resume.
 """
 from __future__ import annotations
 
@@ -26,6 +37,7 @@ from typing import Sequence
 
 from cmpl import cli
 from cmpl.datasets import ensure_synthetic, require_dataset
+from cmpl.preemption import EXIT_PREEMPTED  # 3: preempted; rerun the same command to resume
 
 
 def _run(argv: list[str]) -> None:
@@ -44,16 +56,21 @@ def _run(argv: list[str]) -> None:
 
     from pipelines.dataset import DatasetError
 
+    from cmpl import preemption
     from cmpl.checkpoint import CheckpointError
+    from cmpl.run_lock import RunLockError
     from cmpl.trainer import TrainError, train
 
+    preemption.install()  # from here a stop signal is a request, answered after the current step
     try:
         train(cfg)
-    except (DatasetError, CheckpointError) as e:
+    except (DatasetError, CheckpointError, RunLockError) as e:
         cli.fail(str(e))
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except preemption.Preempted:
+        raise SystemExit(EXIT_PREEMPTED) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

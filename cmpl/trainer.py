@@ -2,7 +2,9 @@
 cmpl.components builds the parts.
 
 `train(cfg)` runs one process's share of a run (torchrun starts one per GPU). A fresh start and a resume
-are the same code path: build everything, then load RUN/checkpoints/last.pt if it exists.
+are the same code path: build everything, then load RUN/checkpoints/last.pt if it exists (or the newest
+readable of the `run.keep_last` kept ones). Rank 0 holds RUN/trainer.lock (cmpl.run_lock) for the whole run;
+SIGTERM / SIGUSR1 stop all ranks at one agreed step after saving last.pt (cmpl.preemption).
 
 No host-device sync inside a step: Task statistics are accumulated as device tensors and reduced
 (all-reduced under DDP) with one `.tolist()` on log steps; the non-finite-loss flag is a device tensor read
@@ -22,7 +24,7 @@ from tqdm import tqdm
 from cmpl import checkpoint as ckpt_io
 from cmpl import config as cfg_mod
 from cmpl import distributed as dist_mod
-from cmpl import registry, runtime
+from cmpl import preemption, registry, run_lock, runtime
 from cmpl.components import (build_loaders, build_networks, build_optimizer, cosine_lambda, distinct, scaled_lr,
                              total_steps)
 from cmpl.methods import build_task
@@ -97,6 +99,8 @@ class Trainer:
         self.run_dir, self.ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
         if not Path(d.root).is_dir():
             raise cfg_mod.ConfigError(f"data folder not found: {d.root} (set --data.root DIR)")
+        if cfg.run.keep_last < 1:
+            raise cfg_mod.ConfigError(f"run.keep_last must be at least 1, got {cfg.run.keep_last}")
         self.classes = read_classes(d.root)
         if cfg.model.num_classes <= 0:  # resolved in a copy: the caller's config is left as given
             cfg = cfg_mod.apply_overrides(cfg, [("model.num_classes", str(len(self.classes)))])
@@ -168,12 +172,12 @@ class Trainer:
             _seed_all(self.cfg.runtime.seed + 1000003 * self.dist.rank + self.step)
 
     def maybe_resume(self) -> None:
-        last = self.ckpt_dir / "last.pt"
         if self.dist.is_main and self.ckpt_dir.is_dir():
             ckpt_io.remove_stale_temps(self.ckpt_dir)
-        if not last.exists():
+        found = ckpt_io.load_newest(self.ckpt_dir / "last.pt", warn=lambda s: self.echo(f"cmpl.train: {s}"))
+        if found is None:
             return
-        state = ckpt_io.load(last)
+        last, state = found
         changed = _diff(state.get("config", {}), cfg_mod.to_dict(self.cfg))
         if changed:
             self.echo(f"cmpl.train: config differs from the checkpoint's in {', '.join(changed)} "
@@ -181,9 +185,10 @@ class Trainer:
         self.load_state_dict(state)
         self.echo(f"cmpl.train: resumed from {last} at step {self.step}")
 
-    def save(self, name: str, state: dict[str, Any]) -> None:
+    def save(self, name: str, state: dict[str, Any], keep: int = 1) -> None:
+        """Rank 0 writes RUN/checkpoints/NAME atomically, keeping `keep` - 1 older ones (NAME.1.pt, ...)."""
         if self.dist.is_main:
-            ckpt_io.save_atomic(state, self.ckpt_dir / name)
+            ckpt_io.save_rotating(state, self.ckpt_dir / name, keep)
 
     def export_primary(self) -> Path:
         """F's weights + config + class names for inference (A is a training aid only)."""
@@ -192,21 +197,6 @@ class Trainer:
                                  "config": cfg_mod.to_dict(self.cfg), "classes": self.classes, "step": self.step,
                                  "best_top1": self.best_top1})
         return path
-
-    def validate(self) -> dict[str, float]:
-        """Periodic val (data.val_clips x val_crops views) of every role's network at its clip, all ranks."""
-        from cmpl.evaluate import eval_loader, evaluate_network
-
-        rec: dict[str, float] = {}
-        for name, net in self.eval_nets.items():
-            role = registry.role(name)
-            loader = eval_loader(self.cfg.data, frames_stride=role.clip(self.cfg.data), official=False,
-                                 dist=self.dist)
-            res = evaluate_network(net, loader, num_classes=self.cfg.model.num_classes, device=self.device,
-                                   autocast=self.autocast, channels_last=self.cfg.runtime.channels_last,
-                                   dist=self.dist)
-            rec[f"top1_{role.letter}"], rec[f"top5_{role.letter}"] = res["top1"], res["top5"]
-        return rec
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -223,7 +213,7 @@ class Trainer:
         cl = cfg.runtime.channels_last
         bar = tqdm(total=self.stop_step, initial=self.step, desc=f"{cfg.method.name}", dynamic_ncols=True,
                    disable=not (self.dist.is_main and cfg.run.progress), smoothing=0.05)
-        window = _Window(self.device)
+        window, stop = _Window(self.device), preemption.StopCheck(self.dist)
         last: dict[str, Any] = {}
         try:
             if self.step >= self.stop_step:
@@ -240,6 +230,9 @@ class Trainer:
                 window.add(out)
                 bar.update(1)
                 todo = due(self.step, self.stop_step, cfg.run)
+                preempted = self.step < self.stop_step and stop.check()  # the final step just finishes
+                if preempted:  # skip validation: the time before SIGKILL is short
+                    todo = todo._replace(validate=False, save=True)
                 if any(todo):
                     self._check_finite(window.nonfinite)  # never log, keep or save NaN weights
                 if todo.log:
@@ -249,7 +242,8 @@ class Trainer:
                 improved = False
                 if todo.validate:
                     rec = {"kind": "val", "step": self.step, "epoch": self.step / self.steps_per_epoch,
-                           **self.validate()}
+                           **validate(self.cfg, self.eval_nets, dist=self.dist, device=self.device,
+                                      autocast=self.autocast)}
                     logger.log(rec)
                     last["val"], improved = rec, rec["top1_f"] > self.best_top1
                     self.best_top1 = max(self.best_top1, rec["top1_f"])
@@ -259,7 +253,9 @@ class Trainer:
                     if improved:
                         self.save("best.pt", state)
                     if todo.save:
-                        self.save("last.pt", state)
+                        self.save("last.pt", state, keep=cfg.run.keep_last)
+                if preempted:
+                    raise stop.stopped(self.step, self.ckpt_dir / "last.pt", self.echo)
             self.export_primary()
         finally:
             bar.close()
@@ -287,6 +283,22 @@ class Trainer:
         return rec
 
 
+def validate(cfg: cfg_mod.Config, eval_nets: Mapping[str, torch.nn.Module], *, dist: dist_mod.DistInfo,
+             device: torch.device, autocast: Callable[[], ContextManager]) -> dict[str, float]:
+    """Periodic val (data.val_clips x val_crops views) of each role's network (role -> module) at the role's
+    clip, on all ranks; returns {"top1_f", "top5_f", "top1_a", ...}."""
+    from cmpl.evaluate import eval_loader, evaluate_network
+
+    rec: dict[str, float] = {}
+    for name, net in eval_nets.items():
+        role = registry.role(name)
+        loader = eval_loader(cfg.data, frames_stride=role.clip(cfg.data), official=False, dist=dist)
+        res = evaluate_network(net, loader, num_classes=cfg.model.num_classes, device=device, autocast=autocast,
+                               channels_last=cfg.runtime.channels_last, dist=dist)
+        rec[f"top1_{role.letter}"], rec[f"top5_{role.letter}"] = res["top1"], res["top5"]
+    return rec
+
+
 class _Window:
     """Statistics summed on the device since the last log step, and the sticky non-finite flag."""
 
@@ -308,13 +320,18 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def train(cfg: cfg_mod.Config, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Build a Trainer for `cfg`, resume if RUN/checkpoints/last.pt exists, train, export F."""
-    trainer = Trainer(cfg, echo=echo)
-    try:
-        return trainer.run()
-    finally:
-        dist_mod.shutdown()
+    """Build a Trainer for `cfg`, resume if RUN/checkpoints/last.pt exists, train, export F.
+
+    Rank 0 holds RUN/trainer.lock throughout (RunLockError if another trainer holds it); raises
+    preemption.Preempted after a stop signal (handlers: preemption.install()).
+    """
+    with run_lock.hold(cfg.run.dir, enabled=dist_mod.env_rank() == 0, warn=lambda s: echo(f"cmpl.train: {s}")):
+        trainer = Trainer(cfg, echo=echo)
+        try:
+            return trainer.run()
+        finally:
+            dist_mod.shutdown()
 
 
 __all__ = ["Due", "TrainError", "Trainer", "cosine_lambda", "due", "format_record", "make_step", "to_device",
-           "train"]
+           "train", "validate"]
