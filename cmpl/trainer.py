@@ -90,7 +90,7 @@ class Trainer:
     """Everything stateful of a run; `run()` trains to the stop step."""
 
     def __init__(self, cfg: cfg_mod.Config, *, echo: Callable[[str], None] = print) -> None:
-        from pipelines.dataset import read_classes
+        from pipelines.dataset import dataset_facts
 
         rt, d = cfg.runtime, cfg.data
         self.dist = dist_mod.init(runtime.resolve_device(rt.device).type)
@@ -101,7 +101,8 @@ class Trainer:
             raise cfg_mod.ConfigError(f"data folder not found: {d.root} (set --data.root DIR)")
         if cfg.run.keep_last < 1:
             raise cfg_mod.ConfigError(f"run.keep_last must be at least 1, got {cfg.run.keep_last}")
-        self.classes = read_classes(d.root)
+        self.about = dataset_facts(d.root)  # class names and fps, saved in every checkpoint
+        self.classes = self.about["classes"]
         if cfg.model.num_classes <= 0:  # resolved in a copy: the caller's config is left as given
             cfg = cfg_mod.apply_overrides(cfg, [("model.num_classes", str(len(self.classes)))])
         self.cfg, self.spec = cfg, registry.method(cfg.method.name)
@@ -154,7 +155,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step / self.steps_per_epoch,
                 "rng": ckpt_io.rng_state(), "loaders": loaders, "config": cfg_mod.to_dict(self.cfg),
-                "classes": self.classes, "best_top1": self.best_top1}
+                **self.about, "best_top1": self.best_top1}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for n, m in self.plain.items():
@@ -194,7 +195,7 @@ class Trainer:
         """F's weights + config + class names for inference (A is a training aid only)."""
         path = self.ckpt_dir / "primary.pt"
         self.save("primary.pt", {"model": self.plain["primary"].state_dict(), "network": "primary",
-                                 "config": cfg_mod.to_dict(self.cfg), "classes": self.classes, "step": self.step,
+                                 "config": cfg_mod.to_dict(self.cfg), **self.about, "step": self.step,
                                  "best_top1": self.best_top1})
         return path
 

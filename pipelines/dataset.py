@@ -44,6 +44,13 @@ def read_classes(root: str | Path) -> list[str]:
     return names
 
 
+def dataset_facts(root: str | Path) -> dict:
+    """What a network trained on `root` carries into its checkpoints, to be used without the folder:
+    {"classes": names, "fps": the (constant) frame rate of the training videos}."""
+    train = read_subset(root, "train")
+    return {"classes": read_classes(root), "fps": float(train[0].fps) if train else None}
+
+
 def _inside(root: Path, rel: str, where: str) -> Path:
     """Resolve a manifest path, refusing anything that leaves the dataset root."""
     if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:

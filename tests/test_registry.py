@@ -110,6 +110,7 @@ def test_trainer_with_shared_aux_saves_one_network(tmp_path):
     assert {"top1_f", "top1_a"} <= set(last["val"])
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert list(state["models"]) == ["primary"] and state["classes"] == trainer.classes
+    assert state["fps"] > 0  # predict/export need the training frame rate without the dataset folder
     net, loaded_cfg, _ = load_network(tmp_path / "run" / "checkpoints" / "last.pt", "aux")
     assert loaded_cfg.model.aux_shared
     for k, v in net.state_dict().items():
