@@ -1,7 +1,8 @@
 """Unlabeled-loader throughput: decode floor vs the DALI pipeline vs what a user would write instead.
 
     python -m bench.loader [--data DIR] [--batches N] [--reps R] [--json OUT] [--rss-batches 1000]
-    python -m bench.loader --data DIR --short-side 256 --crop-size 224 --skip b0     # the four loaders
+    python -m bench.loader --data DIR --short-side 256 --crop-size 224 --batches 8   # 320x256 frames, (a)-(d)
+    python -m bench.loader --data DIR --skip a,b                                     # (c) vs (d) only, no DALI
 
 Counts unlabeled samples/s (each sample = 4 clips: primary weak/strong, aux weak/strong) for
 (a) the decode floor: the same DALI decoder on the same frames, nothing else;
@@ -51,7 +52,7 @@ def _rss_mib(workers: Iterable[psutil.Process] | None = ()) -> float:
     return total / 2**20
 
 
-def _cpu_s(workers: Iterable[psutil.Process] | None = ()) -> float:
+def cpu_seconds(workers: Iterable[psutil.Process] | None = ()) -> float:
     """User + system CPU seconds of this process (all threads) and `workers` (None: all live children)."""
     total = 0.0
     for p in _tree(workers):
@@ -67,9 +68,9 @@ def _settle(timeout: float = 20.0) -> None:
     """Wait until this process tree is idle, so one loader's background prefetch is not billed to the next."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
-        c = _cpu_s(None)
+        c = cpu_seconds(None)
         time.sleep(0.3)
-        if _cpu_s(None) - c < 0.03:
+        if cpu_seconds(None) - c < 0.03:
             return
 
 
@@ -93,12 +94,12 @@ def timed(it: Iterator, n: int, warmup: int, workers: Iterable[psutil.Process] =
         next(it)
     peak = _rss_mib(workers)
     samples = 0
-    c0, t0 = _cpu_s(workers), time.perf_counter()
+    c0, t0 = cpu_seconds(workers), time.perf_counter()
     for _ in range(n):
         b = next(it)
         samples += len(b["label"]) if isinstance(b, dict) else b
         peak = max(peak, _rss_mib(workers))
-    dt, cpu = time.perf_counter() - t0, _cpu_s(workers) - c0
+    dt, cpu = time.perf_counter() - t0, cpu_seconds(workers) - c0
     return {"samples_per_s": samples / dt, "cpu_ms_per_sample": 1000 * cpu / samples, "seconds": dt,
             "batches": n, "peak_rss_mib": peak}
 
@@ -153,9 +154,17 @@ RATIOS = (("b", "c", "target >= 2"), ("b", "d", "DALI over torchcodec"), ("c", "
 
 
 def ratios(res: dict) -> dict[str, float]:
-    """samples/s ratios "x_over_y" of RATIOS, for the loaders present in `res`."""
-    return {f"{x}_over_{y}": res[x]["samples_per_s"] / res[y]["samples_per_s"]
-            for x, y, _ in RATIOS if x in res and y in res}
+    """Speed ratios of RATIOS, for the loaders present in `res`: "x_over_y" in samples/s, and "x_over_y_cpu"
+    in CPU ms/sample (y's over x's). The second is the fairer one on a loaded machine, where a loader with more
+    busy threads (PyAV's frame threads, DALI's pool) gets a larger share of the cores than a single-threaded one.
+    """
+    out = {}
+    for x, y, _ in RATIOS:
+        if x in res and y in res:
+            out[f"{x}_over_{y}"] = res[x]["samples_per_s"] / res[y]["samples_per_s"]
+            if res[x]["cpu_ms_per_sample"] > 0:  # 0 only in runs shorter than a CPU-clock tick
+                out[f"{x}_over_{y}_cpu"] = res[y]["cpu_ms_per_sample"] / res[x]["cpu_ms_per_sample"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {res['loadavg_before'][0]:.1f} -> {res['loadavg_after'][0]:.1f}")
     for x, y, what in RATIOS:
         if f"{x}_over_{y}" in res["ratios"]:
-            print(f"({x})/({y}) = {res['ratios'][f'{x}_over_{y}']:.2f}  ({what})")
+            by_cpu = res["ratios"].get(f"{x}_over_{y}_cpu", float("nan"))
+            print(f"({x})/({y}) = {res['ratios'][f'{x}_over_{y}']:.2f} in samples/s, {by_cpu:.2f} in CPU ms/sample  "
+                  f"({what})")
     if "rss" in res:
         r = res["rss"]
         print(f"RSS over {r['batches']} DALI batches: {r['samples'][0][1]:.0f} MiB at batch 0, {r['at_100_mib']:.0f} "
