@@ -36,12 +36,12 @@ def test_smoke_demo_writes_table_and_plots_from_the_runs(smoke):
     readme = (out / "README.md").read_text()
     assert "SMOKE RUN" in readme
     for method, title in (("supervised", "Supervised"), ("fixmatch", "FixMatch"), ("cmpl", "CMPL")):
-        ev = load_eval(out / "runs" / f"{method}_seed0" / "eval.json")
+        ev = load_eval(out / "runs" / f"{method}_1pct_seed0" / "eval.json")
         assert ev.step == 4 and ev.views == (1, 1) and ev.num_videos == 8  # 4 classes x 2 val videos
         row = f"| {title} (F) | {ev.top1:.1f} | {ev.top5:.1f} | {ev.top1:.1f} | 1 |"
         assert row in readme, f"{row!r} not in README"
         assert f"{title:<12} {ev.top1:>14.1f}" in proc.stdout  # the table printed at the end
-    aux = load_eval(out / "runs" / "cmpl_seed0" / "eval_aux.json")
+    aux = load_eval(out / "runs" / "cmpl_1pct_seed0" / "eval_aux.json")
     assert f"| CMPL auxiliary A (not the reported model) | {aux.top1:.1f} |" in readme
     assert "1-clip x 1-crop protocol on 8 val videos, after 4 training steps" in readme
     assert "single split" in readme and "<!-- notes:begin -->" in readme
@@ -65,7 +65,7 @@ def test_rerun_skips_finished_work_and_keeps_notes(smoke):
 
 def test_temporal_probe_on_the_smoke_cmpl_run(smoke):
     out, _ = smoke
-    run = out / "runs" / "cmpl_seed0"
+    run = out / "runs" / "cmpl_1pct_seed0"
     proc = subprocess.run([sys.executable, "-W", "ignore", "-m", "cmpl.analysis", "temporal", str(run),
                            "--clips", "1", "--crops", "1", "--out", str(out / "temporal.png")],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
