@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import write_synthetic
 
-from cmpl.analysis.study_report import comparisons, mean_interval, paired
+from cmpl.analysis.study_report import comparisons, mean_interval, paired, sentence
 from cmpl.study import GRIDS, resolve_variants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +57,9 @@ def test_paired_interval_and_pairs():
     table = {("cmpl", "1pct"): {0: 50.0, 1: 40.0}, ("fixmatch", "1pct"): {0: 45.0, 1: 41.0, 2: 30.0}}
     p = paired(table, "cmpl", "fixmatch", "1pct")
     assert p["seeds"] == [0, 1] and p["diffs"] == [5.0, -1.0] and p["wins"] == 1 and p["losses"] == 1
+    assert "not separable" in sentence("cmpl", "fixmatch", "1pct", p)
+    one = paired({("a", "1pct"): {0: 50.0}, ("b", "1pct"): {0: 40.0}}, "a", "b", "1pct")
+    assert "single split: no interval" in sentence("a", "b", "1pct", one)
     names = [v for v in resolve_variants("table1", None, "demo")]
     assert comparisons(names) == [("fixmatch", "supervised"), ("cmpl", "supervised"), ("cmpl", "fixmatch")]
 
