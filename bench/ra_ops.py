@@ -1,6 +1,6 @@
 """Cost of each RandAugment op on video clips: where the strong view's time goes on a DALI backend.
 
-    python -m bench.ra_ops [--device cpu|gpu] [--frames 16] [--size 224] [--batch 8] [--json OUT]
+    python -m bench.ra_ops [--device cpu|cuda] [--frames 16] [--size 224] [--batch 8] [--json OUT]
 
 For every op of the suite the loaders use (`pipelines.rand_augment.clip_suite`), and for DALI's own
 per-frame contrast and auto-contrast that two of them replace, a pipeline applies that one op at a middle
@@ -28,11 +28,11 @@ def _pipeline(op, clips: list, device: str, threads: int):
 
     from pipelines.dali_pipelines import RA_FILL
 
-    @pipeline_def(batch_size=len(clips), num_threads=threads, device_id=0 if device == "gpu" else None,
+    @pipeline_def(batch_size=len(clips), num_threads=threads, device_id=0 if device == "cuda" else None,
                   exec_dynamic=True)
     def pipe():
         x = fn.external_source(source=lambda: clips, batch=True, layout="FHWC")
-        x = x.gpu() if device == "gpu" else x
+        x = x.gpu() if device == "cuda" else x
         if op is None:
             return x
         h, w = clips[0].shape[1:3]
@@ -52,14 +52,14 @@ def _cost_ms(p, runs: int, clips_per_run: int, device: str) -> float:
     t = clock()
     for _ in range(runs):
         outs = p.run()
-        if device == "gpu":
+        if device == "cuda":
             outs[0].as_cpu()  # waits for the GPU work
     return (clock() - t) / (runs * clips_per_run) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ra_ops", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")  # the project's one vocabulary
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("frames", "size", "batch", "threads", "runs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.device == "gpu":
+    if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            ap.error("--device gpu but CUDA is not available")
+            ap.error("--device cuda but CUDA is not available")
     warnings.filterwarnings("ignore", message=".*deprecated")
     from nvidia.dali.auto_aug import augmentations
 

@@ -25,3 +25,15 @@ def test_ra_ops_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit):
         ra_ops.main(["--frames", "0"])
     assert "--frames must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_ra_ops_speaks_the_project_device_names(capsys):
+    with pytest.raises(SystemExit):
+        ra_ops.main(["--device", "gpu"])  # DALI's word; the project's is cuda
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            ra_ops.main(["--device", "cuda"])
+        assert "--device cuda but CUDA is not available" in capsys.readouterr().err
