@@ -43,13 +43,13 @@ def distinct(networks: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
     return out
 
 
-def clip_spec(data_cfg: Any, *, ra_ops: int | None = None) -> Any:
+def clip_spec(data_cfg: Any) -> Any:
     """The sampling parameters of the training clips (pipelines.sampling.ClipSpec) from a DataConfig."""
-    from pipelines.sampling import RA_NUM_OPS, ClipSpec
+    from pipelines.sampling import ClipSpec
 
     return ClipSpec(primary=registry.ROLES["primary"].clip(data_cfg), aux=registry.ROLES["aux"].clip(data_cfg),
                     time_offset=data_cfg.time_offset, crop_size=data_cfg.crop_size,
-                    short_side=data_cfg.short_side, ra_ops=RA_NUM_OPS if ra_ops is None else ra_ops)
+                    short_side=data_cfg.short_side)
 
 
 @dataclass

@@ -13,7 +13,6 @@ errors raise `ConfigError`; the CLIs turn it into one line on stderr and exit co
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field

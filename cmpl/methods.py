@@ -205,7 +205,6 @@ class CMPLTask(_Task):
 
 
 TASKS: dict[str, type[_Task]] = {t.spec.name: t for t in (SupervisedTask, FixMatchTask, CMPLTask)}
-Task = _Task
 
 
 def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_loss: bool = False) -> _Task:

@@ -216,7 +216,7 @@ def load_predictor(path: str | Path, network: str = "primary", overrides: Sequen
                    *, clips: int | None = None, crops: int | None = None,
                    fps: Fraction | None = None) -> tuple[Predictor, list[str]]:
     """The checkpoint's network on its device, and warnings (e.g. no class names). Raises CheckpointError."""
-    from pipelines.loaders import resolve_device
+    from pipelines.device import resolve_device
 
     net, cfg, ckpt = load_network(path, network, overrides)
     device = runtime.resolve_device(cfg.runtime.device)

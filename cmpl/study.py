@@ -249,6 +249,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, **kwargs) -> list[JobResult]:
 def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> list[Variant]:
     """The grid's rows (filtered by `methods`), with `{primary}` filled from the preset's F clip."""
     from cmpl import presets
+    from cmpl.config import ConfigError
 
     if grid not in GRIDS:
         raise StudyError(f"unknown grid {grid!r}; valid grids: {', '.join(GRIDS)}")
@@ -257,7 +258,7 @@ def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> l
             raise StudyError(f"unknown method {m!r}; valid methods: {', '.join(registry.METHODS)}")
     try:
         primary = presets.get(preset).data.primary
-    except Exception as e:  # ConfigError: unknown preset
+    except ConfigError as e:  # unknown preset
         raise StudyError(str(e)) from None
     clip = f"{primary[0]},{primary[1]}"
     return [Variant(v.name, v.method, tuple(o.replace("{primary}", clip) for o in v.overrides), v.title)
