@@ -112,7 +112,7 @@ def build_optimizer(optim_cfg: Any, schedule_cfg: Any, params: Iterable[nn.Param
     """
     unique = list({id(p): p for p in params}.values())
     optimizer = torch.optim.SGD(unique, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
-    warmup = round(schedule_cfg.warmup_epochs * steps_per_epoch)
+    warmup = schedule_cfg.warmup_steps or round(schedule_cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_lambda(total_steps(schedule_cfg, steps_per_epoch), warmup))
     return optimizer, scheduler

@@ -97,6 +97,10 @@ class ScheduleConfig:
     # codebases, and the reading used by the paper presets) or over the labeled set ("labeled").
     epoch_unit: str = _choice("unlabeled", "unlabeled", "labeled")
     warmup_epochs: float = 0.0  # linear warmup from 0 (paper: none)
+    # > 0: the warmup is this many optimizer steps, whatever an epoch is (overrides warmup_epochs). With a
+    # fixed `steps` budget, warmup in epochs grows with the labeled set: 15 labeled epochs were 15 of 600
+    # steps at 1 label per class but 480 of 600 with every video labeled.
+    warmup_steps: int = 0
     max_steps: int = 0  # stop after this many optimizer steps (0: run the whole schedule); LR unchanged
     # > 0: the schedule is this many optimizer steps whatever the labeled/unlabeled set sizes (epochs and
     # warmup_epochs then count in units of steps / steps-per-epoch as usual); 0: epochs x steps per epoch.

@@ -16,7 +16,7 @@ import pytest
 from conftest import cpu_step, random_clip_batches, write_synthetic
 import torch
 
-from cmpl import config, models, presets
+from cmpl import components, config, models, presets
 from cmpl.methods import build_task
 from cmpl.trainer import cosine_lambda
 
@@ -89,6 +89,20 @@ def test_cosine_schedule_shape():
     f = cosine_lambda(100, 10)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_warmup_steps_do_not_grow_with_the_labeled_set():
+    """schedule.warmup_steps fixes the warmup whatever an epoch is; warmup_epochs scales with the split."""
+    cfg = presets.get("demo")
+    param = torch.nn.Parameter(torch.zeros(1))
+    for steps_per_epoch in (1, 32):  # 1 label per class vs every video labeled, at B_l = 10
+        opt, sched = components.build_optimizer(cfg.optim, cfg.schedule, [param], lr=1.0,
+                                                steps_per_epoch=steps_per_epoch)
+        factors = [sched.lr_lambdas[0](s) for s in range(cfg.schedule.steps)]
+        assert factors.index(max(factors)) == cfg.schedule.warmup_steps - 1 == 14
+    cfg.schedule.warmup_steps, cfg.schedule.warmup_epochs = 0, 15.0
+    _, sched = components.build_optimizer(cfg.optim, cfg.schedule, [param], lr=1.0, steps_per_epoch=32)
+    assert sched.lr_lambdas[0](479) == pytest.approx(1.0) and sched.lr_lambdas[0](100) < 0.25
 
 
 def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
