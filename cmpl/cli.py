@@ -56,8 +56,6 @@ def parse_argv(
     return opts, overrides
 
 
-
-
 def resolve(
     argv: Sequence[str],
     *,
@@ -78,7 +76,19 @@ def resolve(
         cfg = presets.get(opts.get("preset") or default_preset)
     else:
         raise ConfigError("give --preset NAME or --config FILE")
-    return apply_overrides(cfg, overrides), opts
+    cfg = apply_overrides(cfg, overrides)
+    _check_models(cfg)
+    return cfg, opts
+
+
+def _check_models(cfg: Config) -> None:
+    """Model names are checked here, so a typo is one line naming the key, not a traceback at build time."""
+    from cmpl import models  # here, not at the top: `python -m cmpl.config` needs no torch otherwise
+
+    for key in ("primary", "aux"):
+        name = getattr(cfg.model, key)
+        if name not in models.names():
+            raise ConfigError(f"model.{key}: unknown model {name!r}; valid names: {', '.join(models.names())}")
 
 
 def fail(message: str) -> typing.NoReturn:

@@ -106,3 +106,12 @@ def test_cli_user_errors_exit_2_with_one_line(args):
     assert r.returncode == 2
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_unknown_model_name_is_a_config_error_naming_the_key():
+    from cmpl.cli import resolve
+
+    with pytest.raises(ConfigError, match=r"model\.primary: unknown model 'resnet3d10_w1_2'; valid names: "):
+        resolve(["--preset", "demo", "--model.primary=resnet3d10_w1_2"])
+    cfg, _ = resolve(["--preset", "demo", "--model.aux=resnet3d18_w1_4"])
+    assert cfg.model.aux == "resnet3d18_w1_4"
