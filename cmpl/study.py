@@ -1,6 +1,6 @@
 """A grid of methods x splits x seeds on any dataset folder: train, evaluate (10 clips x 3 crops), report.
 
-    python -m cmpl.study --data data/hard --out results/hard --splits 1pct 10pct all --seeds 0 1 2
+    python -m cmpl.study --data data/hard --splits 1pct 10pct all --seeds 0 1 2   # -> results/study_hard/
     python -m cmpl.study --data data/synthetic --out results/ladder --grid ladder --jobs 2
     python -m cmpl.study --data DIR --out OUT --methods cmpl fixmatch --schedule.steps=300   # any override
 
@@ -274,7 +274,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p = _Parser(prog="python -m cmpl.study", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="dataset folder (docs/ARCHITECTURE.md section 1)")
-    p.add_argument("--out", type=Path, required=True, help="results folder (results.json, README.md, plots)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (results.json, README.md, plots); default results/study_<DATA's name>")
     p.add_argument("--runs", type=Path, default=None, help="run folders (default OUT/runs)")
     p.add_argument("--grid", default="table1", help=f"one of {', '.join(GRIDS)} (default table1)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods' rows")
@@ -284,6 +285,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p.add_argument("--preset", default="demo", help="cmpl preset of every run (default demo)")
     p.add_argument("--quiet", action="store_true", help="trainer output to RUN/study.log only")
     args, rest = p.parse_known_args(argv)
+    if args.out is None:
+        args.out = Path("results") / f"study_{args.data.resolve().name}"
     return args, rest
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import write_synthetic
 
 from cmpl.analysis.study_report import comparisons, mean_interval, paired, sentence
+from cmpl import study
 from cmpl.study import GRIDS, resolve_variants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, extr
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and words in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_out_defaults_to_a_results_folder_named_after_the_dataset(tmp_path):
+    args, rest = study.parse_args(["--data", str(tmp_path / "my_set"), "--splits", "1pct", "--optim.lr=0.1"])
+    assert args.out == Path("results/study_my_set") and rest == ["--optim.lr=0.1"]
+    assert args.runs is None  # -> OUT/runs
 
 
 def test_ladder_rows_follow_the_paper():
