@@ -325,10 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from pipelines.dataset import read_classes, read_subset
+
     command = shlex.join(["python", "-m", "cmpl.study", *argv])
     readme = write_report(results, out=args.out, variants=variants, context={
         "command": command, "wall_time": fmt_seconds(time.monotonic() - started),
-        "cpu_time": fmt_seconds(children_cpu() - cpu0), "data": str(args.data), "preset": args.preset})
+        "cpu_time": fmt_seconds(children_cpu() - cpu0), "data": str(args.data), "preset": args.preset,
+        "classes": len(read_classes(args.data)), "test_videos": len(read_subset(args.data, "val"))})
     print(f"\nwrote {args.out / 'results.json'} and {readme}")
     return 0
 

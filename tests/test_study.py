@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import write_synthetic
 
-from cmpl.analysis.study_report import comparisons, mean_interval, paired, sentence
+from cmpl.analysis.study_report import chance_note, comparisons, mean_interval, paired, sentence
 from cmpl import study
 from cmpl.study import GRIDS, resolve_variants
 
@@ -48,6 +48,17 @@ def test_out_defaults_to_a_results_folder_named_after_the_dataset(tmp_path):
     args, rest = study.parse_args(["--data", str(tmp_path / "my_set"), "--splits", "1pct", "--optim.lr=0.1"])
     assert args.out == Path("results/study_my_set") and rest == ["--optim.lr=0.1"]
     assert args.runs is None  # -> OUT/runs
+
+
+def test_chance_note_flags_rows_a_network_that_learned_nothing_would_reach():
+    # 8 classes, 120 test videos: chance 12.5%, bar 12.5 + 2 * 100 * sqrt(0.125 * 0.875 / 120) = 18.5%
+    at_chance = {("supervised", "all"): {0: 11.7, 1: 12.5}, ("cmpl", "1pct"): {0: 18.3, 1: 15.0}}
+    note = chance_note(at_chance, classes=8, test_videos=120)
+    assert "Chance is 12.5% (8 classes)" in note and "below 18.5%" in note and "Every row is below it" in note
+    mixed = {**at_chance, ("cmpl", "10pct"): {0: 40.0, 1: 30.0}}
+    note = chance_note(mixed, classes=8, test_videos=120)
+    assert "not learned): cmpl on `1pct`, supervised on `all`." in note
+    assert chance_note({("cmpl", "1pct"): {0: 60.0}}, classes=10, test_videos=100).endswith("Every row is above that.")
 
 
 def test_ladder_rows_follow_the_paper():
@@ -89,6 +100,7 @@ def test_study_runs_a_grid_with_the_ceiling_and_resumes(dataset, tmp_path):
     readme = (out / "README.md").read_text()
     assert "ceiling: every training video labeled" in readme
     assert "On `1pct`, fixmatch − supervised" in readme and "over 2 splits" in readme
+    assert "## Against chance" in readme and "% (3 classes)" in readme  # read from the dataset folder
     assert (out / "top1.png").read_bytes()[:4] == b"\x89PNG"
     again = _study(*args)  # everything done: skipped, same results
     assert again.returncode == 0 and "skipped" in again.stdout

@@ -96,6 +96,23 @@ def sentence(a: str, b: str, split: str, p: dict[str, Any]) -> str:
             f"{a} is {verdict}.")
 
 
+def chance_note(table: dict, *, classes: int, test_videos: int) -> str:
+    """Where the rows stand against chance (100 / classes): a row whose mean is within two binomial standard
+    errors of chance on `test_videos` videos is indistinguishable from a network that learned nothing."""
+    chance = 100.0 / classes
+    bar = chance + 200.0 * math.sqrt(chance / 100 * (1 - chance / 100) / test_videos)
+    means = {key: statistics.fmean(v.values()) for key, v in table.items() if v}
+    at_chance = sorted(f"{name} on `{split}`" for (name, split), m in means.items() if m < bar)
+    text = (f"Chance is {chance:.1f}% ({classes} classes); with {test_videos} test videos a network that learned "
+            f"nothing scores below {bar:.1f}% in 97.5% of tests (chance + 2 binomial standard errors).")
+    if not at_chance:
+        return text + " Every row is above that."
+    if len(at_chance) == len(means):
+        return (text + " **Every row is below it, so no row has learned this dataset under this recipe, and the "
+                "differences above compare networks at chance: they say nothing about the methods.**")
+    return text + " Rows below it (not learned): " + ", ".join(at_chance) + "."
+
+
 def plot_rows(table: dict, variants: Sequence[Any], splits: Sequence[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(variants) * len(splits)), 4))
     width = 0.8 / max(1, len(variants))
@@ -149,6 +166,9 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
             if p is not None:
                 lines.append(f"- {sentence(a, b, split, p)} Per split: "
                              + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    if context.get("classes") and context.get("test_videos"):
+        lines += ["", "## Against chance", "",
+                  chance_note(table, classes=int(context["classes"]), test_videos=int(context["test_videos"]))]
     lines += ["", f"![top-1 per row]({plot.name})", ""]
     readme = out / "README.md"
     write_text(readme, "\n".join(lines))
