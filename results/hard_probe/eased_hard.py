@@ -1,0 +1,46 @@
+"""Probe only: the hard synthetic variant with its nuisances scaled down, to find what makes it unlearnable.
+
+    python results/hard_probe/eased_hard.py '{"tint_scale": 0.3, "pan_scale": 0, "actor_scale": 1.3}' \
+        --variant hard --distractors 0 --out data/probe_easy --workers 1
+
+The first argument is a JSON object of knobs applied to every drawn scene; the rest goes to
+`python -m preprocess.synthetic`. --workers 1 is required: the knobs patch this process, and the writer's
+worker processes are spawned fresh. Knobs (all optional):
+  tint_scale    multiplies the background gratings' colour amplitudes (1: the variant's own)
+  pan_scale     multiplies the camera's pan velocity and sway (0: a still camera)
+  actor_scale   multiplies the actor's radius (1: 7-10 px at the 80x64 source size)
+  actor_color   [R, G, B]: one colour for every actor instead of a random vivid one per video
+Everything else (labels, motion laws, jitter, distractors, noise, encoding) is the variant's own.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+import preprocess.synthetic as synthetic
+
+
+def eased(draw, knobs: dict):
+    def draw_scene(rng, label, **kwargs):
+        scene = draw(rng, label, **kwargs)
+        bg, cam, actor = scene.background, scene.camera, scene.actor
+        pan = knobs.get("pan_scale", 1.0)
+        camera = synthetic.Camera(velocity=tuple(np.array(cam.velocity) * pan), sway=tuple(np.array(cam.sway) * pan),
+                                  sway_period=cam.sway_period, sway_phase=cam.sway_phase, depth=cam.depth)
+        background = synthetic.Background(bg.base, bg.freqs, bg.phases, bg.omegas,
+                                          bg.colors * knobs.get("tint_scale", 1.0))
+        color = tuple(knobs["actor_color"]) if "actor_color" in knobs else actor.color
+        actor = synthetic.MovingShape(actor.shape, actor.radius * knobs.get("actor_scale", 1.0), color, actor.motion,
+                                      actor.x0, actor.y0, actor.speed, actor.angle, actor.amplitude, actor.period,
+                                      actor.phase, actor.warp)
+        return synthetic.HardScene(scene.frames, scene.width, scene.height, background, camera, scene.distractors,
+                                   actor, scene.noise_seed)
+
+    return draw_scene
+
+
+if __name__ == "__main__":
+    synthetic.draw_hard_scene = eased(synthetic.draw_hard_scene, json.loads(sys.argv[1]))
+    sys.exit(synthetic.main(sys.argv[2:]))
