@@ -18,8 +18,8 @@ and are not run on it). Class count, frames, fps and resolution come from the da
 
 Rerunning resumes: a finished training (RUN/study.json) is skipped, an interrupted one resumes from last.pt,
 an existing eval JSON is kept. Output: OUT/results.json and OUT/README.md (tables, paired differences with
-95% intervals across splits, sentences computed from those numbers, the rows against chance, plots). Bad input (unknown split,
-method or grid, an empty split) -> one line on stderr, exit 2, nothing written.
+95% intervals across splits, sentences computed from those numbers, the rows against chance, plots).
+Bad input (unknown split, method or grid, an empty split) -> one line on stderr, exit 2, nothing written.
 """
 from __future__ import annotations
 
