@@ -104,7 +104,7 @@ def chance_note(table: dict, *, classes: int, test_videos: int) -> str:
     means = {key: statistics.fmean(v.values()) for key, v in table.items() if v}
     at_chance = sorted(f"{name} on `{split}`" for (name, split), m in means.items() if m < bar)
     text = (f"Chance is {chance:.1f}% ({classes} classes); with {test_videos} test videos a network that learned "
-            f"nothing scores below {bar:.1f}% in 97.5% of tests (chance + 2 binomial standard errors).")
+            f"nothing scores below {bar:.1f}% in about 98% of tests (chance + 2 binomial standard errors).")
     if not at_chance:
         return text + " Every row is above that."
     if len(at_chance) == len(means):
