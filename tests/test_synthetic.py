@@ -216,3 +216,25 @@ def test_vibrate_is_swing_at_stride_8_and_zigzags_at_stride_4(shape):
         for start in range(0, 40 - 29, 2):  # 8-frame clips at stride 4
             assert step_correlation(x_vibrate[start:start + 29:4]) < -0.2
             assert step_correlation(x_swing[start:start + 29:4]) > 0.2
+
+
+def test_hard_probe_easing_script_scales_only_its_knobs():
+    """results/hard_probe/eased_hard.py made the probe sets of results/hard_probe/README.md."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "results/hard_probe/eased_hard.py"
+    spec = importlib.util.spec_from_file_location("eased_hard", path)
+    eased_hard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eased_hard)
+    knobs = eased_hard.parse_knobs('{"tint_scale": 0.5, "pan_scale": 0, "actor_scale": 2, "actor_color": [1, 2, 3]}')
+    draw = eased_hard.eased(synthetic.draw_hard_scene, knobs)
+    kwargs = dict(frames=8, width=40, height=32, distractors=1)
+    base = synthetic.draw_hard_scene(np.random.default_rng(7), 5, **kwargs)
+    probe = draw(np.random.default_rng(7), 5, **kwargs)
+    assert probe.actor.radius == 2 * base.actor.radius and probe.actor.color == (1, 2, 3)
+    assert probe.camera.velocity == (0.0, 0.0) and probe.camera.sway == (0.0, 0.0)
+    np.testing.assert_allclose(probe.background.colors, 0.5 * base.background.colors)
+    assert probe.actor.motion == base.actor.motion and probe.distractors == base.distractors
+    for bad, words in (("{x", "not JSON"), ("[1]", "JSON object"), ('{"tint": 1}', "unknown knob 'tint'")):
+        with pytest.raises(ValueError, match=words):
+            eased_hard.parse_knobs(bad)

@@ -41,6 +41,29 @@ def eased(draw, knobs: dict):
     return draw_scene
 
 
+KNOBS = ("tint_scale", "pan_scale", "actor_scale", "actor_color")
+
+
+def parse_knobs(text: str) -> dict:
+    """The JSON object of knobs; ValueError with a one-line reason otherwise."""
+    try:
+        knobs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"knobs are not JSON ({e})") from None
+    if not isinstance(knobs, dict):
+        raise ValueError(f"knobs must be a JSON object, got {text!r}")
+    unknown = sorted(set(knobs) - set(KNOBS))
+    if unknown:
+        raise ValueError(f"unknown knob {unknown[0]!r}; valid: {', '.join(KNOBS)}")
+    return knobs
+
+
 if __name__ == "__main__":
-    synthetic.draw_hard_scene = eased(synthetic.draw_hard_scene, json.loads(sys.argv[1]))
+    try:
+        knobs = parse_knobs(sys.argv[1] if len(sys.argv) > 1 else "")
+    except ValueError as e:
+        print(f"error: {e} (usage: eased_hard.py KNOBS_JSON --variant hard --out DIR --workers 1 ...)",
+              file=sys.stderr)
+        sys.exit(2)
+    synthetic.draw_hard_scene = eased(synthetic.draw_hard_scene, knobs)
     sys.exit(synthetic.main(sys.argv[2:]))
