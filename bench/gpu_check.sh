@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The one-call GPU check (issue 7). Runs on a bare GPU machine that has PyTorch but no DALI/PyAV/tomli-w
-# and no network: installs the wheels carried there in parts (bench/gpu_wheels.sh, bench/README.md), then
-# runs every step of bench/gpu_check/ (each time-boxed; table printed last, JSON + table + log in $OUT).
+# The one-call GPU check (issues 7, 19). Runs on a bare GPU machine that has PyTorch but no DALI/PyAV/tomli-w
+# and no network: unpacks the packages carried there in parts (bench/gpu_wheels.sh, bench/README.md), then
+# runs every step of bench/gpu_check/ (each time-boxed; rows in $OUT/rows.jsonl as they finish, the table
+# printed last, JSON + table + log in $OUT).
 #
-#   bash bench/gpu_check.sh [--out DIR] [--steps 1,2,3,4,5,6]   # GPU machine, the last device call
-#   bash bench/gpu_check.sh --dry-run [--out DIR]                # CPU (CI): the steps that need no GPU
+#   bash bench/gpu_check.sh [--out DIR] [--steps 0,1,2,3,4,5,6]   # GPU machine, the last device call
+#   bash bench/gpu_check.sh --dry-run [--out DIR]                  # CPU rehearsal (CI): same steps and boxes
 #
-# Environment: PYTHON (default .venv/bin/python if present, else python3), STAGE (/tmp/wheels), SITE (/tmp/site).
+# Environment: PYTHON (default .venv/bin/python if present, else python3), STAGE (/tmp/wheels), SITE (/tmp/site),
+# WORK (/tmp/gpu_check_work on the GPU: a rerun reuses its test videos and torch.compile's cache is warm).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # The repo's venv where there is one (here, CI); the GPU machine has none: its python3 holds PyTorch.
@@ -27,13 +29,11 @@ if [ "$dry" = 0 ]; then
       msg="reused $SITE"
     else
       msg="$(PYTHON="$PYTHON" bash bench/gpu_wheels.sh install 2>&1 | tail -1)" \
-        || { echo "gpu_check: wheel install failed: $msg" >&2; exit 2; }
+        || { echo "gpu_check: install failed: $msg" >&2; exit 2; }
     fi
     export GPU_CHECK_INSTALL="$msg ($(( $(date +%s) - t0 )) s)"
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  # preprocess.synthetic needs the ffmpeg CLI, which the GPU machine lacks: the dataset is made here
-  # beforehand (bench/gpu_wheels.sh synthetic) and carried.
-  [ -f bench/wheels/synthetic/train.csv ] && extra+=(--synthetic bench/wheels/synthetic)
+  extra+=(--work "${WORK:-/tmp/gpu_check_work}")
 fi
 exec "$PYTHON" -m bench.gpu_check ${extra[@]+"${extra[@]}"} "$@"

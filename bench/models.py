@@ -78,4 +78,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preprocess.entry import run_main
+
+    run_main(main)

@@ -25,6 +25,7 @@ NUM_BINS = 31
 
 def _pipeline(op, clips: list, device: str, threads: int):
     from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.auto_aug.core import signed_bin
 
     from pipelines.dali_pipelines import RA_FILL
 
@@ -36,9 +37,10 @@ def _pipeline(op, clips: list, device: str, threads: int):
         if op is None:
             return x
         h, w = clips[0].shape[1:3]
-        # The loaders' warp settings (pipelines/dali_pipelines.py): nearest neighbour, grey border.
-        return op(x, magnitude_bin=MAGNITUDE_BIN, num_magnitude_bins=NUM_BINS, shape=(h, w), fill_value=RA_FILL,
-                  interp_type=types.INTERP_NN)
+        # The loaders' warp settings (pipelines/dali_pipelines.py): nearest neighbour, grey border; a signed
+        # magnitude bin as the loaders pass (an unsigned one makes DALI warn and draw the sign itself).
+        return op(x, magnitude_bin=signed_bin(MAGNITUDE_BIN), num_magnitude_bins=NUM_BINS, shape=(h, w),
+                  fill_value=RA_FILL, interp_type=types.INTERP_NN)
 
     p = pipe()
     p.build()
@@ -107,4 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from preprocess.entry import run_main
+
+    run_main(main)

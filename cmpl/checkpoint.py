@@ -11,7 +11,9 @@ torn by what atomic renames do not cover (a node crash on a filesystem that lost
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,16 +41,28 @@ def _save_synced(obj: Any, path: Path) -> None:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """torch.load(weights_only=True); CheckpointError with the path on any failure."""
+    """torch.load(weights_only=True); CheckpointError with the path and one line on any failure.
+
+    A file torch.load cannot read is named as what it is (empty, not a torch.save file, damaged, holding
+    objects a cmpl checkpoint never holds); PyTorch's own message is not passed on, because it advises
+    `weights_only=False`, which would run code from the file and cannot make a non-checkpoint one.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p} is not a cmpl checkpoint: the file is empty")
+    if not zipfile.is_zipfile(p):  # torch.save has written zip archives since PyTorch 1.6; torch.load not asked
+        raise CheckpointError(f"{p} is not a cmpl checkpoint: not a file written by torch.save, or one cut short")
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        reason = ("it holds Python objects other than tensors and plain values, which cmpl checkpoints never hold; "
+                  "it was not loaded" if isinstance(e, pickle.UnpicklingError)
+                  else "a zip archive torch.load cannot read (damaged, or not written by torch.save)")
+        raise CheckpointError(f"{p} is not a cmpl checkpoint: {reason}") from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{p} is not a cmpl checkpoint (got {type(obj).__name__})")
+        raise CheckpointError(f"{p} is not a cmpl checkpoint (it holds a {type(obj).__name__}, not a dict)")
     return obj
 
 

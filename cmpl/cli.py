@@ -1,6 +1,8 @@
-"""Command-line frame shared by every cmpl entry point: `--preset NAME` / `--config FILE`, then
-`--section.key=value` overrides (cmpl.config checks them), other named options, and one-line errors.
+"""Command-line frame shared by every cmpl entry point: `--preset NAME` / `--config FILE` (neither: the
+`demo` preset, as for every command that takes them), then `--section.key=value` overrides (cmpl.config
+checks their types and ranges), other named options, and one-line errors.
 
+    python -m cmpl.config                                       # the demo preset as TOML
     python -m cmpl.config --preset tiny --optim.lr=0.05        # print the resolved TOML
     python -m cmpl.config --preset k400_1pct_r50 > my.toml
     python -m cmpl.config --config my.toml --runtime.seed=1
@@ -13,7 +15,9 @@ import typing
 from typing import Any, Sequence
 
 from cmpl import presets
-from cmpl.config import Config, ConfigError, apply_overrides, dumps, load
+from cmpl.config import Config, ConfigError, apply_overrides, dumps, load, validate
+
+DEFAULT_PRESET = "demo"  # what every command taking --preset / --config uses without either
 
 
 def parse_argv(
@@ -59,11 +63,11 @@ def parse_argv(
 def resolve(
     argv: Sequence[str],
     *,
-    default_preset: str | None = None,
+    default_preset: str = DEFAULT_PRESET,
     options: Sequence[str] = (),
     flags: Sequence[str] = (),
 ) -> tuple[Config, dict[str, Any]]:
-    """`--preset NAME` or `--config FILE` (else `default_preset`), then overrides.
+    """`--preset NAME` or `--config FILE` (else `default_preset`), then overrides; types and ranges checked.
 
     Returns the config and the other named options. Raises ConfigError on user errors.
     """
@@ -72,11 +76,9 @@ def resolve(
         raise ConfigError("give either --preset or --config, not both")
     if opts.get("config"):
         cfg = load(opts["config"])
-    elif opts.get("preset") or default_preset:
-        cfg = presets.get(opts.get("preset") or default_preset)
     else:
-        raise ConfigError("give --preset NAME or --config FILE")
-    cfg = apply_overrides(cfg, overrides)
+        cfg = presets.get(opts.get("preset") or default_preset)
+    cfg = validate(apply_overrides(cfg, overrides))
     _check_models(cfg)
     return cfg, opts
 
@@ -122,3 +124,6 @@ def _print_config(argv: list[str]) -> None:
 def config_main(argv: Sequence[str] | None = None) -> None:
     """`python -m cmpl.config`: print the resolved config as TOML (or the preset names)."""
     run_cli(__doc__, argv, _print_config)
+
+
+__all__ = ["DEFAULT_PRESET", "config_main", "fail", "parse_argv", "resolve", "run_cli"]

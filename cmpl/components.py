@@ -29,7 +29,8 @@ def build_networks(model_cfg: Any, roles: Iterable[str], *, num_classes: int) ->
         owner = registry.network_of(name, aux_shared=model_cfg.aux_shared)
         if owner not in networks:
             networks[owner] = models.build(registry.role(owner).model_name(model_cfg), num_classes=num_classes,
-                                           layout=model_cfg.layout, dropout=model_cfg.dropout)
+                                           layout=model_cfg.layout, dropout=model_cfg.dropout,
+                                           stem=model_cfg.stem)
         networks[name] = networks[owner]
     return networks
 
@@ -49,7 +50,8 @@ def clip_spec(data_cfg: Any) -> Any:
 
     return ClipSpec(primary=registry.ROLES["primary"].clip(data_cfg), aux=registry.ROLES["aux"].clip(data_cfg),
                     time_offset=data_cfg.time_offset, crop_size=data_cfg.crop_size,
-                    short_side=data_cfg.short_side)
+                    short_side=data_cfg.short_side, ra_translate=data_cfg.ra_translate,
+                    strong_jitter=data_cfg.strong_jitter, flip=data_cfg.flip)
 
 
 @dataclass
@@ -106,12 +108,19 @@ def total_steps(schedule_cfg: Any, steps_per_epoch: int) -> int:
 
 def build_optimizer(optim_cfg: Any, schedule_cfg: Any, params: Iterable[nn.Parameter], *, lr: float,
                     steps_per_epoch: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD (momentum, weight decay) at `lr`, and its per-step schedule: linear warmup, then cosine to 0.
+    """SGD (momentum, weight decay, optionally Nesterov) at `lr`, and its per-step schedule: linear warmup,
+    then cosine to 0. With `optim.decay_norm_and_bias` false, 1-d parameters (BatchNorm weights and biases,
+    the classifier's bias) get no weight decay.
 
     Parameters are de-duplicated, so a weight-shared network's are stepped once.
     """
     unique = list({id(p): p for p in params}.values())
-    optimizer = torch.optim.SGD(unique, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": unique}]
+    if not optim_cfg.decay_norm_and_bias:
+        groups = [{"params": [p for p in unique if p.ndim > 1]},
+                  {"params": [p for p in unique if p.ndim <= 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay,
+                                nesterov=optim_cfg.nesterov)
     warmup = schedule_cfg.warmup_steps or round(schedule_cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_lambda(total_steps(schedule_cfg, steps_per_epoch), warmup))

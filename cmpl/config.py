@@ -17,7 +17,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import tomli_w
 
@@ -52,6 +52,14 @@ class DataConfig:
     val_crops: int = 3
     device: str = _choice("auto", "auto", "cuda", "cpu")  # where loaders decode (DALI); auto: cuda if available
     num_threads: int = 2  # DALI CPU threads per loader
+    # Augmentation of the training views. flip: horizontal flips in the labeled and strong views (off for
+    # content a mirror changes, such as digits); strong_jitter: how far the strong crop's anchor may stray
+    # from the weak (centre) crop, as a fraction of the free range (1: anywhere, the FixMatch-for-video
+    # default; a small object can fall out of a far crop); ra_translate: RandAugment's largest shift as a
+    # fraction of the crop (DALI's 100/224; FixMatch's RandAugment 0.3).
+    flip: bool = True
+    strong_jitter: float = 1.0
+    ra_translate: float = 100 / 224
 
 
 @dataclass(kw_only=True)
@@ -64,6 +72,9 @@ class ModelConfig:
     # The aux role is played by the primary network itself, fed A's clip (paper Table 3 "Primary" rows,
     # Table 2 rows 2-3); model.aux is then unused.
     aux_shared: bool = False
+    # conv1 of both networks: "imagenet" (7x7 stride 2 + max-pool, the paper's), "small" (3x3 stride 2, no
+    # pool) or "cifar" (3x3 stride 1, no pool) for clips of a few dozen pixels (cmpl/models/blocks.py).
+    stem: str = _choice("imagenet", "imagenet", "small", "cifar")
 
 
 @dataclass(kw_only=True)
@@ -76,6 +87,10 @@ class MethodConfig:
     lambda_u: float = 5.0  # lambda: weight of the unsupervised losses (5 at 1%, 2 at 10%)
     aux_supervised: bool = True  # keep L_s^A (paper Table 6)
     aux_unsupervised: bool = True  # keep L_u^A (paper Table 6)
+    # How the weak (pseudo-label) views go through a network, without gradient and with BN in train mode:
+    # "train" keeps dropout active (each pseudo-label is one dropout sample); "no_dropout" switches dropout
+    # off for that forward, so the pseudo-label is the network's deterministic prediction.
+    weak_forward: str = _choice("train", "train", "no_dropout")
 
 
 @dataclass(kw_only=True)
@@ -88,6 +103,11 @@ class OptimConfig:
     scale_by: str = _choice("all", "all", "labeled")
     momentum: float = 0.9
     weight_decay: float = 1e-4  # the paper: 1e-4 for K400, 1e-3 for UCF-101
+    nesterov: bool = False  # Nesterov momentum (FixMatch's SGD)
+    decay_norm_and_bias: bool = True  # false: no weight decay on BatchNorm weights and biases (FixMatch's)
+    # > 0: keep an exponential moving average of every network's weights (and BN buffers) with this decay
+    # per step; evaluation then reports the EMA networks beside the raw ones (FixMatch evaluates its EMA).
+    ema_decay: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -289,8 +309,83 @@ def apply_overrides(cfg: Config, overrides: Sequence[tuple[str, str | None]]) ->
     return out
 
 
-if __name__ == "__main__":
-    # The body lives in cmpl.cli, which uses the imported cmpl.config, not this __main__ copy of it.
-    from cmpl.cli import config_main
 
-    config_main()
+# ---- value checks -------------------------------------------------------------------------------------------
+# The dataclasses above hold types and defaults; the ranges live here, in one table, so that `validate` can
+# reject a value no run could use (a negative step count, a batch of 0, a threshold of 2) in one line, before
+# anything is built or written. Each entry: (section.key, predicate on each number of the value, what it
+# must be). A key added to the tree without an entry here is only type-checked.
+def _at_least(n: float) -> tuple[Callable[[float], bool], str]:
+    return (lambda v: v >= n), f">= {n:g}"
+
+
+def _above(n: float) -> tuple[Callable[[float], bool], str]:
+    return (lambda v: v > n), f"> {n:g}"
+
+
+def _within(lo: float, hi: float, *, hi_open: bool = False) -> tuple[Callable[[float], bool], str]:
+    return ((lambda v: lo <= v < hi) if hi_open else (lambda v: lo <= v <= hi),
+            f"in [{lo:g}, {hi:g}{')' if hi_open else ']'}")
+
+
+_FINITE_POSITIVE = ((lambda v: 0 < v < float("inf")), "> 0 and finite")
+RANGES: tuple[tuple[str, tuple[Callable[[float], bool], str], str], ...] = (
+    # (key, (predicate, text), note added to the message)
+    ("data.primary", _at_least(1), "frames and stride"),
+    ("data.aux", _at_least(1), "frames and stride"),
+    ("data.time_offset", _at_least(0), "seconds"),
+    ("data.crop_size", _at_least(1), "pixels"),
+    ("data.short_side", _at_least(1), "pixels"),
+    ("data.labeled_batch", _at_least(1), "videos per process"),
+    ("data.unlabeled_batch", _at_least(1), "videos per process"),
+    ("data.eval_batch", _at_least(1), "videos per process"),
+    ("data.eval_clips", _at_least(1), ""),
+    ("data.eval_crops", _at_least(1), ""),
+    ("data.eval_crop_size", _at_least(1), "pixels"),
+    ("data.eval_short_side", _at_least(1), "pixels"),
+    ("data.val_clips", _at_least(1), ""),
+    ("data.val_crops", _at_least(1), ""),
+    ("data.num_threads", _at_least(1), ""),
+    ("model.dropout", _within(0, 1, hi_open=True), ""),
+    ("model.num_classes", _at_least(0), "0: count ROOT/classes.txt"),
+    ("method.threshold", _within(0, 1), "a confidence"),
+    ("method.lambda_u", _at_least(0), ""),
+    ("optim.lr", _above(0), ""),
+    ("optim.base_batch", _at_least(1), "videos"),
+    ("optim.momentum", _within(0, 1, hi_open=True), ""),
+    ("optim.weight_decay", _at_least(0), ""),
+    ("optim.ema_decay", _within(0, 1, hi_open=True), "0: no EMA"),
+    ("data.strong_jitter", _within(0, 1), "a fraction of the free range"),
+    ("data.ra_translate", _within(0, 1), "a fraction of the crop"),
+    ("schedule.epochs", _FINITE_POSITIVE, ""),
+    ("schedule.warmup_epochs", _at_least(0), ""),
+    ("schedule.warmup_steps", _at_least(0), "0: warmup_epochs"),
+    ("schedule.max_steps", _at_least(0), "0: the whole schedule"),
+    ("schedule.steps", _at_least(0), "0: epochs x steps per epoch"),
+    ("run.checkpoint_every", _at_least(1), "steps"),
+    ("run.keep_last", _at_least(1), "checkpoints"),
+    ("run.log_every", _at_least(1), "steps"),
+    ("run.eval_every", _at_least(0), "0: only at the end"),
+)
+
+
+def validate(cfg: Config) -> Config:
+    """Raise ConfigError (one line: key, allowed range, value) for the first value outside `RANGES`; return
+    `cfg`. Called wherever a config is built for a run (cmpl.cli.resolve, the Trainer, cmpl.evaluate)."""
+    for dotted, (ok, text), note in RANGES:
+        section, _, key = dotted.partition(".")
+        value = getattr(getattr(cfg, section), key)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if not all(ok(v) for v in numbers):
+            shown = ", ".join(f"{v:g}" for v in numbers)
+            raise ConfigError(f"{dotted} must be {text}{f' ({note})' if note else ''}, got {shown}")
+    return cfg
+
+
+if __name__ == "__main__":
+    # The body lives in cmpl.cli, which uses the imported cmpl.config, not this __main__ copy of it (this block
+    # belongs to the module `__main__`, so it closes no import circle: tests/test_imports.py).
+    from cmpl.cli import config_main
+    from preprocess.entry import run_main
+
+    run_main(config_main)

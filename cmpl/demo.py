@@ -1,6 +1,6 @@
 """`make demo`: CMPL vs FixMatch vs supervised on the synthetic dataset, 3 split seeds, with the paper's plots.
 
-    python -m cmpl.demo                          # full demo -> results/demo/ (runs in runs/demo/)
+    python -m cmpl.demo                          # full demo -> runs/demo/results/ (runs in runs/demo/)
     python -m cmpl.demo --seeds 0                # one split only
     python -m cmpl.demo --smoke --out /tmp/x     # CI: one seed, a few steps, tiny eval, everything under /tmp/x
 
@@ -9,7 +9,10 @@ For each split seed S and method M it runs, as separate processes:
     python -m cmpl.train --preset demo --data.root DATA --run.dir RUNS/M_1pct_seedS --method.name=M
                          --data.split=1pct_seedS --runtime.seed=S
     python -m cmpl.evaluate --checkpoint RUNS/M_1pct_seedS/checkpoints/last.pt --network primary|aux --out ...
-then writes OUT/README.md (table of mean ± std over seeds, wall time, machine, command) and OUT/*.png.
+then writes OUT/README.md (table of mean ± std over seeds, wall time, machine, command) and OUT/*.png, and
+says whether its table reproduced the committed one (results/demo/README.md: the top-1 / top-5 cells, not the
+times). OUT defaults to runs/demo/results/, an ignored folder, so the demo leaves the work tree as it was;
+`--out results/demo` replaces the committed results (compared before they are overwritten).
 
 Rerunning resumes: a finished training (recorded in RUN/study.json, as cmpl.study does) is skipped, an interrupted one is resumed
 by the trainer from last.pt, and an evaluation whose JSON exists is not redone. The final weights (last.pt)
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 
 from cmpl.analysis.report import (METHODS, RunRecord, existing_notes, make_plots, render_readme, summarize,
-                                  table_text)
+                                  table_markdown, table_text)
 from cmpl.analysis.runs import AnalysisError, load_eval
 from cmpl.atomic import write_text
 from cmpl.datasets import ensure_synthetic
@@ -40,6 +43,8 @@ SMOKE_STEPS = 4
 SMOKE_DATA_ARGS = ("--classes", "4", "--per-class", "3", "--val-per-class", "2")
 SMOKE_EVAL_OVERRIDES = ("--data.eval_clips=1", "--data.eval_crops=1")
 FULL_EVAL_OVERRIDES = ("--data.eval_clips=10", "--data.eval_crops=3")
+FULL_SEEDS = (0, 1, 2)  # the committed table's split seeds
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "demo" / "README.md"  # the committed results
 
 
 DemoError = StudyError  # a step of the demo failed; the message says which and where its log is
@@ -131,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help=f"one seed, {SMOKE_STEPS} steps, 1x1 eval, tiny dataset; for CI")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default results/demo; --smoke: a new temp folder)")
+                        help="results folder (default runs/demo/results; --smoke: a new temp folder)")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default runs/demo; --smoke: OUT/runs)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder (default data/synthetic; --smoke: OUT/data); generated if absent")
@@ -144,8 +149,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.runs = args.runs or args.out / "runs"
         args.data = args.data or args.out / "data"
     else:
-        args.out = args.out or Path("results/demo")
         args.runs = args.runs or Path("runs/demo")
+        args.out = args.out or args.runs / "results"
         args.data = args.data or Path("data/synthetic")
     return args
 
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(records)
     plots = make_plots(records, args.out)
     readme = args.out / "README.md"
+    committed = COMMITTED.read_text() if COMMITTED.is_file() else None  # read before --out results/demo rewrites it
     compute = sum(r.train_s + r.eval_s for r in records)
     context = {"command": "make demo" if command == "python -m cmpl.demo" else command,
                "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -180,12 +186,47 @@ def main(argv: list[str] | None = None) -> int:
                "compute_time": fmt_seconds(compute), "cpu_time": fmt_seconds(children_cpu() - cpu_start),
                "preset": PRESET + (f" (max_steps={SMOKE_STEPS})" if args.smoke else ""),
                "runs_dir": str(args.runs), "data": str(args.data)}
-    write_text(readme, render_readme(summary, records, plots=plots, context=context,
-                                     notes=existing_notes(readme), smoke=args.smoke))
+    # The diagnosis notes: this folder's own (kept across reruns), else the committed README's.
+    notes = existing_notes(readme) or (None if args.smoke else existing_notes(COMMITTED))
+    write_text(readme, render_readme(summary, records, plots=plots, context=context, notes=notes, smoke=args.smoke))
     print("\n" + table_text(summary))
     print(f"\nwall time {context['wall_time']}; wrote {readme} and {', '.join(p.name for p in plots.values())}")
+    if not args.smoke:
+        print(reproduction_line(table_markdown(summary), committed,
+                                full=tuple(args.seeds) == FULL_SEEDS and list(args.methods) == list(METHODS)))
     return 0
 
 
+def table_cells(markdown: str) -> dict[str, tuple[str, ...]]:
+    """{row title: (top-1, top-5, top-1 per split, splits)} of a demo table: the measured cells, not the times."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0] not in ("Method", "") and not set(cells[0]) <= set("-: "):
+            rows[cells[0]] = tuple(cells[1:5])
+    return rows
+
+
+def reproduction_line(table: str, committed: str | None, *, full: bool) -> str:
+    """One line: did this table reproduce the committed results/demo/README.md's, cell for cell?"""
+    where = "results/demo/README.md"
+    if committed is None:
+        return f"no committed table to compare with ({where} is missing)"
+    if not full:
+        return f"not compared with {where}: its table is of all methods on split seeds {' '.join(map(str, FULL_SEEDS))}"
+    ours = table_cells(table)
+    section = committed.split("## Table", 1)[1].split("\n## ", 1)[0] if "## Table" in committed else ""
+    theirs = table_cells(section)
+    differ = [f"{row}: {' | '.join(ours.get(row, ('not run',)))} vs {' | '.join(cells)}"
+              for row, cells in theirs.items() if ours.get(row) != cells]
+    if not theirs:
+        return f"no table found in {where} to compare with"
+    if differ:
+        return f"did NOT reproduce the committed table ({where}), here vs committed: " + "; ".join(differ)
+    return f"reproduced the committed table ({where}): every top-1 and top-5 cell is the same"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from preprocess.entry import run_main
+
+    run_main(main)

@@ -3,12 +3,13 @@
     python -m cmpl.evaluate --checkpoint runs/X/checkpoints/last.pt
     python -m cmpl.evaluate --checkpoint runs/X/checkpoints/primary.pt --data.root data/ucf101 --out e.json
     python -m cmpl.evaluate --checkpoint runs/X/checkpoints/last.pt --network aux
+    python -m cmpl.evaluate --checkpoint runs/X/checkpoints/last.pt --weights ema   # optim.ema_decay > 0 runs
 
 The checkpoint (last.pt / best.pt, or the F-only export primary.pt) carries its config; `--section.key`
 overrides apply on top (e.g. `--data.root`, `--data.eval_clips`). The official protocol is the config's
 data.eval_clips x data.eval_crops (10 x 3 in the paper presets: ten uniform clips, three 256-px crops of
-the 256-px short side). The JSON goes to `--out`, else RUN/eval.json (RUN/eval_aux.json for A) next to
-RUN/checkpoints/, else beside the checkpoint.
+the 256-px short side). The JSON goes to `--out`, else RUN/eval.json (RUN/eval_aux.json for A; `_ema` before
+`.json` for `--weights ema`) next to RUN/checkpoints/, else beside the checkpoint.
 """
 from __future__ import annotations
 
@@ -106,8 +107,12 @@ def eval_loader(data: cfg_mod.DataConfig, *, frames_stride: tuple[int, int], off
 
 
 def load_network(path: str | Path, network: str = "primary",
-                 overrides: Sequence[tuple[str, str | None]] = ()) -> tuple[nn.Module, cfg_mod.Config, dict]:
+                 overrides: Sequence[tuple[str, str | None]] = (), *, ema: bool = False,
+                 ) -> tuple[nn.Module, cfg_mod.Config, dict]:
     """Build the network stored in a checkpoint (full or F-only export) on CPU, weights loaded.
+
+    `ema`: load the exponential moving average of the weights (training checkpoints of runs with
+    optim.ema_decay > 0) instead of the raw weights.
 
     Returns (module, config with overrides applied, raw checkpoint dict).
     """
@@ -116,13 +121,20 @@ def load_network(path: str | Path, network: str = "primary",
     ckpt = ckpt_io.load(path)
     if "config" not in ckpt or not ({"models", "model"} & set(ckpt)):
         raise ckpt_io.CheckpointError(f"{path} is not a cmpl checkpoint (no config/models)")
-    cfg = cfg_mod.apply_overrides(cfg_mod.from_dict(ckpt["config"]), overrides)
+    cfg = cfg_mod.validate(cfg_mod.apply_overrides(cfg_mod.from_dict(ckpt["config"]), overrides))
     owner = registry.network_of(network, aux_shared=cfg.model.aux_shared)
     if "models" in ckpt:
         if owner not in ckpt["models"]:
             raise ckpt_io.CheckpointError(
                 f"{path} has no {network!r} network; it has: {', '.join(ckpt['models'])}")
         state = ckpt["models"][owner]
+        if ema:
+            if owner not in ckpt.get("ema", {}):
+                raise ckpt_io.CheckpointError(f"{path} holds no EMA weights (train with --optim.ema_decay > 0)")
+            # torch.optim.swa_utils.AveragedModel's state: the module's under "module.", and its step count
+            state = {k.removeprefix("module."): v for k, v in ckpt["ema"][owner].items() if k != "n_averaged"}
+    elif ema:
+        raise ckpt_io.CheckpointError(f"{path} is an inference export: its EMA weights are in the run's last.pt")
     else:
         if owner != ckpt.get("network", "primary"):
             raise ckpt_io.CheckpointError(f"{path} is an inference export of {ckpt.get('network')!r} only")
@@ -130,7 +142,7 @@ def load_network(path: str | Path, network: str = "primary",
     if cfg.model.num_classes <= 0 and ckpt.get("classes"):
         cfg = cfg_mod.apply_overrides(cfg, [("model.num_classes", str(len(ckpt["classes"])))])
     net = models.build(registry.role(owner).model_name(cfg.model), num_classes=cfg.model.num_classes,
-                       layout=cfg.model.layout, dropout=cfg.model.dropout)
+                       layout=cfg.model.layout, dropout=cfg.model.dropout, stem=cfg.model.stem)
     net.load_state_dict(state)
     return net, cfg, ckpt
 
@@ -153,8 +165,10 @@ def class_names(root: str, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def default_out(checkpoint: Path, network: str) -> Path:
+def default_out(checkpoint: Path, network: str, ema: bool = False) -> Path:
     name = registry.role(network).eval_file
+    if ema:
+        name = name.replace(".json", "_ema.json")
     if checkpoint.parent.name == "checkpoints":
         return checkpoint.parent.parent / name
     return checkpoint.with_name(f"{checkpoint.stem}_{name}")
@@ -162,14 +176,17 @@ def default_out(checkpoint: Path, network: str) -> Path:
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """CLI body; raises ConfigError / CheckpointError / DatasetError on user errors."""
-    opts, overrides = cli.parse_argv(argv, options=("checkpoint", "network", "out"))
+    opts, overrides = cli.parse_argv(argv, options=("checkpoint", "network", "out", "weights"))
     if not opts.get("checkpoint"):
         raise cfg_mod.ConfigError("--checkpoint PATH is required")
     network = opts.get("network") or "primary"
     if network not in registry.ROLES:
         raise cfg_mod.ConfigError(f"--network must be one of {', '.join(registry.ROLES)}, got {network!r}")
+    weights = opts.get("weights") or "raw"
+    if weights not in ("raw", "ema"):
+        raise cfg_mod.ConfigError(f"--weights must be raw or ema, got {weights!r}")
     path = Path(opts["checkpoint"])
-    net, cfg, ckpt = load_network(path, network, overrides)
+    net, cfg, ckpt = load_network(path, network, overrides, ema=weights == "ema")
     require_dataset(cfg.data.root)
     device = runtime.resolve_device(cfg.runtime.device)
     amp = runtime.resolve_amp(cfg.runtime.amp, device)
@@ -189,13 +206,13 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     out = {
         "top1": res["top1"], "top5": res["top5"], "num_videos": res["num_videos"],
         "per_class": per_class, "per_class_count": dict(zip(names, res.pop("per_class_count"))),
-        "checkpoint": str(path), "network": network,
+        "checkpoint": str(path), "network": network, "weights": weights,
         "model": registry.role(registry.network_of(network, aux_shared=cfg.model.aux_shared)).model_name(cfg.model),
         "step": int(ckpt.get("step", 0)), "data_root": cfg.data.root,
         "clips": cfg.data.eval_clips, "crops": cfg.data.eval_crops, "crop_size": cfg.data.eval_crop_size,
         "frames": fs[0], "stride": fs[1], "amp": amp,
     }
-    dest = Path(opts["out"]) if opts.get("out") else default_out(path, network)
+    dest = Path(opts["out"]) if opts.get("out") else default_out(path, network, weights == "ema")
     write_json(dest, out)
     print(f"{network} top-1 {out['top1']:.4f} top-5 {out['top5']:.4f} on {out['num_videos']} videos "
           f"({out['clips']} clips x {out['crops']} crops) -> {dest}")
@@ -209,4 +226,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preprocess.entry import run_main
+
+    run_main(main)

@@ -121,5 +121,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from cmpl import export as _export  # one module object, so error classes match
+    from preprocess.entry import run_main
 
-    _export.main()
+    run_main(_export.main)

@@ -25,7 +25,9 @@ running estimates, which are poor early in training and are not the function the
 in, so pseudo-label confidences (and the threshold's meaning) would drift from the trained model's. The
 consequences, accepted: BN normalizes the weak batch with its own statistics and updates the running stats
 once more per step (so they track weak views, the views closest to evaluation's center crops, as well as
-labeled + strong ones), and the model's dropout is active in the weak forward too. The no_grad forward
+labeled + strong ones). Dropout is active in the weak forward too unless `method.weak_forward` is
+"no_dropout", which switches dropout layers off for it (the pseudo-label is then the network's
+deterministic prediction, not one dropout sample). The no_grad forward
 stores no activations, which a joint labeled + weak + strong forward would.
 
 Labeled and strong views go through each network in ONE forward (concatenated along N, split back), so BN
@@ -33,7 +35,8 @@ sees one batch of B_l + B_u clips and a step costs one weak and one training for
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +51,21 @@ def _get(batch: Mapping[str, Tensor] | None, key: str, which: str) -> Tensor:
     if key not in batch:
         raise KeyError(f"{which} batch has no {key!r} (keys: {', '.join(sorted(batch))})")
     return batch[key]
+
+
+@contextlib.contextmanager
+def _weak_mode(net: nn.Module, weak_forward: str) -> Iterator[None]:
+    """No gradient; with "no_dropout", dropout layers off (BN stays in train mode) for the weak forward."""
+    dropouts = [m for m in net.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training] \
+        if weak_forward == "no_dropout" else []
+    for m in dropouts:
+        m.train(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m in dropouts:
+            m.train(True)
 
 
 def _forward_joint(net: nn.Module, labeled: Tensor, strong: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,8 +137,9 @@ class FixMatchTask(_Task):
     spec = registry.METHODS["fixmatch"]
 
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
-                 loss_fn: PseudoLabelFn, **_: Any) -> None:
+                 loss_fn: PseudoLabelFn, weak_forward: str = "train", **_: Any) -> None:
         super().__init__(networks)
+        self.weak_forward = weak_forward
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
         self.loss_fn = loss_fn
@@ -128,7 +147,7 @@ class FixMatchTask(_Task):
     def __call__(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None,
                  ) -> dict[str, Tensor]:
         net = self.networks["primary"]
-        with torch.no_grad():  # train mode on purpose: see the module docstring
+        with _weak_mode(net, self.weak_forward):  # BN in train mode on purpose: see the module docstring
             f_weak = net(_get(unlabeled, "primary_weak", "unlabeled"))
         f_l, f_strong = _forward_joint(net, _get(labeled, "primary", "labeled"),
                                        _get(unlabeled, "primary_strong", "unlabeled"))
@@ -154,7 +173,7 @@ class CMPLTask(_Task):
 
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
                  scheme: str = "cross", aux_supervised: bool = True, aux_unsupervised: bool = True,
-                 loss_fn: PseudoLabelFn) -> None:
+                 loss_fn: PseudoLabelFn, weak_forward: str = "train") -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
         super().__init__(networks)
@@ -164,6 +183,7 @@ class CMPLTask(_Task):
         self.aux_supervised = bool(aux_supervised)
         self.aux_unsupervised = bool(aux_unsupervised)
         self.loss_fn = loss_fn
+        self.weak_forward = weak_forward
 
     def _aux_forward(self, labeled: Tensor, strong: Tensor) -> tuple[Tensor | None, Tensor | None]:
         net = self.networks["aux"]
@@ -178,8 +198,9 @@ class CMPLTask(_Task):
     def __call__(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None,
                  ) -> dict[str, Tensor]:
         f_net, a_net = self.networks["primary"], self.networks["aux"]
-        with torch.no_grad():  # train mode on purpose: see the module docstring
+        with _weak_mode(f_net, self.weak_forward):  # BN in train mode on purpose: see the module docstring
             f_weak = f_net(_get(unlabeled, "primary_weak", "unlabeled"))
+        with _weak_mode(a_net, self.weak_forward):
             a_weak = a_net(_get(unlabeled, "aux_weak", "unlabeled"))
         label_l = _get(labeled, "label", "labeled")
         f_l, f_strong = _forward_joint(f_net, _get(labeled, "primary", "labeled"),
@@ -218,4 +239,5 @@ def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_lo
     return TASKS[spec.name](networks, threshold=method_cfg.threshold, lambda_u=method_cfg.lambda_u,
                             scheme=method_cfg.scheme, aux_supervised=method_cfg.aux_supervised,
                             aux_unsupervised=method_cfg.aux_unsupervised,
-                            loss_fn=get_pseudo_label_losses(compile_loss))
+                            loss_fn=get_pseudo_label_losses(compile_loss),
+                            weak_forward=getattr(method_cfg, "weak_forward", "train"))

@@ -368,5 +368,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from cmpl import predict as _predict  # one module object, so error classes match
+    from preprocess.entry import run_main
 
-    _predict.main()
+    run_main(_predict.main)

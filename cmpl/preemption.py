@@ -1,9 +1,12 @@
-"""Preemption: SIGTERM / SIGUSR1 stop the run at a step all ranks agree on, after a checkpoint.
+"""Preemption and Ctrl-C: SIGTERM / SIGUSR1 / SIGINT stop the run at a step all ranks agree on, after a
+checkpoint.
 
 The signal handler only records the signal. At the end of every optimizer step `StopCheck` asks whether
 any rank got one; then every rank skips validation, rank 0 writes RUN/checkpoints/last.pt, all ranks meet
-in a barrier and raise `Preempted`, which `cmpl.train` turns into exit code `EXIT_PREEMPTED` (3): rerun the
-same command to resume.
+in a barrier and raise `Preempted`, which `cmpl.train` turns into exit code `EXIT_PREEMPTED` (3) after
+SIGTERM / SIGUSR1, or `EXIT_INTERRUPTED` (130, the shell's code for Ctrl-C) after SIGINT: rerun the same
+command to resume. A second SIGINT does not wait for the step: it raises KeyboardInterrupt at once (the
+last checkpoint written stays the one to resume from).
 
 The cost of asking, per step:
 - one process: a Python attribute read (no sync of any kind);
@@ -22,8 +25,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable
 
+from preprocess.entry import EXIT_INTERRUPTED  # 130: Ctrl-C (after saving last.pt; at once on a second one)
+
 EXIT_PREEMPTED = 3  # the process was preempted after saving last.pt; rerun the same command to resume
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: SIGTERM on preemption/scancel, --signal=USR1@SECONDS
+# SLURM: SIGTERM on preemption/scancel, --signal=USR1@SECONDS; SIGINT: Ctrl-C in a terminal.
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -33,12 +39,17 @@ class Preempted(Exception):
         super().__init__(f"preempted ({signal_name}) at step {step}")
         self.step, self.signal_name = step, signal_name
 
+    @property
+    def exit_code(self) -> int:
+        """130 when this process's stop request was Ctrl-C (SIGINT), else 3."""
+        return EXIT_INTERRUPTED if self.signal_name == "SIGINT" else EXIT_PREEMPTED
+
 
 _received: list[int] = []  # signal numbers seen by this process, in order
 
 
 def install() -> None:
-    """Make SIGTERM and SIGUSR1 only record themselves (main thread only; idempotent)."""
+    """Make SIGTERM, SIGUSR1 and a first SIGINT only record themselves (main thread only; idempotent)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in SIGNALS:
@@ -51,6 +62,10 @@ def requested() -> str | None:
 
 
 def _record(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGINT and signal.SIGINT in _received:
+        # The second Ctrl-C: the user does not want to wait for the step; a third one is Python's default.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
     _received.append(signum)
 
 
@@ -72,9 +87,10 @@ class StopCheck:
         and return the exception to raise."""
         self._dist_mod.barrier(self.dist)
         signal_name = requested() or "a signal to another rank"
-        echo(f"cmpl.train: preempted ({signal_name}) at step {step}, saved {saved}; rerun the same command to "
+        what = "interrupted" if signal_name == "SIGINT" else "preempted"
+        echo(f"cmpl.train: {what} ({signal_name}) at step {step}, saved {saved}; rerun the same command to "
              "resume")
         return Preempted(step, signal_name)
 
 
-__all__ = ["EXIT_PREEMPTED", "Preempted", "SIGNALS", "StopCheck", "install", "requested"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_PREEMPTED", "Preempted", "SIGNALS", "StopCheck", "install", "requested"]

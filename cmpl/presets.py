@@ -174,3 +174,43 @@ def k400_ablation() -> Config:
     cfg.data.time_offset = 0.0
     cfg.run.dir = "runs/k400_ablation"
     return cfg
+
+
+@register
+def digits() -> Config:
+    """The small-data recipe (FixMatch-faithful) on the moving-digits benchmark (`python -m preprocess.digits`),
+    and the default of `cmpl.study`: class count, frames, fps and size come from the dataset folder.
+
+    Each choice below is a config key, so a recipe study can switch it back (results/recipe_digits):
+    - mu = B_u / B_l = 3 (FixMatch 7, the paper 5; the paper's Fig. 4b finds 1 its worst ratio);
+    - the weak (pseudo-label) forward without dropout (`method.weak_forward`);
+    - an EMA of the weights (decay 0.99: a 100-step horizon for a 1,500-step run), evaluated beside the raw
+      weights (`optim.ema_decay`);
+    - SGD with Nesterov momentum, no weight decay on BN weights and biases, weight decay 5e-4 and LR 0.03 at
+      16 labeled clips (FixMatch's CIFAR settings), the same LR for every method (`optim.scale_by=labeled`);
+    - tau = 0.95 and lambda = 1 (FixMatch's);
+    - the strong crop near the weak one (`data.strong_jitter`) and RandAugment's shift at most 0.3 of the crop
+      (`data.ra_translate`), no flips (a mirrored digit is another glyph);
+    - the "small" stem (3x3 stride 2, no max-pool): a 32-px clip keeps 16x16 through res2 instead of 8x8.
+    Clips keep the paper's structure at half the frames (F 4x8, A 8x4, a 32-frame span each) and the CPU demo's
+    networks (F resnet3d10_w1_4, A resnet3d10_w1_8). 32-px frames, the whole frame as the crop (square videos:
+    one eval crop; 4 clips over the video).
+    """
+    cfg = demo()
+    d = cfg.data
+    d.root = "data/digits"
+    d.primary, d.aux, d.time_offset = (4, 8), (8, 4), 0.5
+    d.crop_size, d.short_side, d.eval_crop_size, d.eval_short_side = 32, 32, 32, 32
+    d.labeled_batch, d.unlabeled_batch, d.eval_batch = 16, 48, 16
+    d.eval_clips, d.eval_crops, d.val_clips, d.val_crops = 4, 1, 1, 1
+    d.flip, d.strong_jitter, d.ra_translate = False, 0.25, 0.3
+    cfg.model.primary, cfg.model.aux, cfg.model.stem, cfg.model.dropout = (
+        "resnet3d10_w1_4", "resnet3d10_w1_8", "small", 0.2)
+    cfg.method.threshold, cfg.method.lambda_u, cfg.method.weak_forward = 0.95, 1.0, "no_dropout"
+    o = cfg.optim
+    o.lr, o.base_batch, o.scale_by, o.momentum, o.weight_decay = 0.03, 16, "labeled", 0.9, 5e-4
+    o.nesterov, o.decay_norm_and_bias, o.ema_decay = True, False, 0.99
+    cfg.schedule.epochs, cfg.schedule.epoch_unit, cfg.schedule.steps, cfg.schedule.warmup_steps = (
+        1500.0, "labeled", 1500, 50)
+    cfg.run.dir, cfg.run.checkpoint_every, cfg.run.log_every, cfg.run.eval_every = "runs/digits", 250, 25, 0
+    return cfg

@@ -2,18 +2,46 @@
 
 `prepare()` applies, in this order: SyncBN conversion (DDP only), move to device, channels_last_3d,
 torch.compile, DDP. The caller keeps the plain module for checkpoints and the optimizer (the wrappers
-share its parameters) and hands the wrapped one to the Task.
+share its parameters) and hands the wrapped one to the Task. On CUDA it also turns cuDNN's autotuner on
+(`cudnn.benchmark`: the clip shapes are fixed) and warns once about a cuDNN with the slow bf16 Conv3d path.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from typing import Callable, ContextManager
 
 import torch
 from torch import nn
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# cuDNN 9.8 up to 9.14 run bf16 Conv3d on a slow, memory-hungry fallback (PyTorch #163539, #166643; fixed
+# in 9.15): [first, fixed) as torch.backends.cudnn.version() numbers (major * 10000 + minor * 100 + patch).
+CUDNN_SLOW_BF16_CONV3D = (90800, 91500)
+_warned: set[str] = set()
+
+
+def cudnn_warning(version: int | None) -> str | None:
+    """One line about cuDNN `version` (torch.backends.cudnn.version()) when it has the bf16 Conv3d slow path."""
+    lo, hi = CUDNN_SLOW_BF16_CONV3D
+    if version is None or not lo <= version < hi:
+        return None
+    text = f"{version // 10000}.{version // 100 % 100}.{version % 100}"
+    return (f"warning: cuDNN {text} runs bf16 Conv3d on a slow, memory-hungry path (PyTorch #163539, #166643; "
+            f"fixed in 9.15): expect slow bf16 training; use a torch built with cuDNN >= 9.15")
+
+
+def setup_cuda(device: torch.device) -> None:
+    """On CUDA: cuDNN's autotuner on (fixed clip shapes: it picks the fastest conv algorithms once) and,
+    once per process, the cuDNN warning on stderr. A no-op on the CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    line = cudnn_warning(torch.backends.cudnn.version())
+    if line and line not in _warned:
+        _warned.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -68,8 +96,9 @@ def prepare(
     """Return (plain, wrapped): `plain` for checkpoints and the optimizer, `wrapped` for forwards.
 
     Order: SyncBN (must precede DDP), device, channels_last_3d, torch.compile, DDP.
-    SyncBatchNorm is CUDA-only in PyTorch, so `sync_bn` is ignored on CPU.
+    SyncBatchNorm is CUDA-only in PyTorch, so `sync_bn` is ignored on CPU. On CUDA: setup_cuda(device).
     """
+    setup_cuda(device)
     if distributed and sync_bn and device.type == "cuda":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     module = module.to(device)

@@ -41,6 +41,8 @@ from cmpl import registry
 from cmpl.atomic import write_json
 
 STATE_FILE = "study.json"
+DEFAULT_PRESET = "digits"  # the small-data recipe (cmpl/presets.py); it takes sizes and classes from --data
+EMA_SUFFIX = "_ema"  # an evaluation of a network's EMA weights: "primary_ema"
 SPLIT_ALL = "all"  # pipelines.dataset.ALL_LABELED
 
 
@@ -74,6 +76,27 @@ GRIDS: dict[str, tuple[Variant, ...]] = {
         # The full method: the same run as table1's "cmpl" row, so a shared --runs folder trains it once.
         Variant("cmpl", "cmpl", (), "+ auxiliary network + frame rates + time offset (CMPL)"),
     ),
+    # Paper Table 6: which of A's losses CMPL keeps.
+    "table6": (
+        Variant("cmpl", "cmpl", (), "CMPL (L_s^A and L_u^A)"),
+        Variant("no_aux_sup", "cmpl", ("--method.aux_supervised=false",), "without L_s^A"),
+        Variant("no_aux_unsup", "cmpl", ("--method.aux_unsupervised=false",), "without L_u^A"),
+        Variant("no_aux_losses", "cmpl", ("--method.aux_supervised=false", "--method.aux_unsupervised=false"),
+                "without L_s^A and L_u^A (A a fixed-by-init teacher)"),
+    ),
+    # The small-data recipe of the `digits` preset, one change at a time: each row puts one key back to the
+    # value the earlier presets used, on FixMatch (the first row, the recipe itself, is table1's run).
+    "recipe": (
+        Variant("supervised", "supervised", (), "supervised"),
+        Variant("fixmatch", "fixmatch", (), "FixMatch, the recipe"),
+        Variant("weak_dropout", "fixmatch", ("--method.weak_forward=train",), "weak forward with dropout"),
+        Variant("mu1", "fixmatch", ("--data.unlabeled_batch={labeled_batch}",), "mu = 1 (B_u = B_l)"),
+        Variant("plain_sgd", "fixmatch", ("--optim.nesterov=false", "--optim.decay_norm_and_bias=true"),
+                "no Nesterov, weight decay on BN and biases"),
+        Variant("far_strong", "fixmatch", ("--data.strong_jitter=1", "--data.ra_translate=0.4464"),
+                "strong crop anywhere, RandAugment shift up to 0.45"),
+        Variant("imagenet_stem", "fixmatch", ("--model.stem=imagenet",), "ImageNet stem (7x7 stride 2 + pool)"),
+    ),
 }
 
 
@@ -84,6 +107,7 @@ class Job:
     seed: int
     run_dir: Path
     extra: tuple[str, ...] = field(default=())  # user overrides, passed to every run
+    ema: bool = False  # the runs keep an EMA of the weights (optim.ema_decay > 0): F's EMA is evaluated too
 
     @property
     def method(self) -> str:
@@ -97,8 +121,15 @@ class Job:
     def networks(self) -> tuple[str, ...]:
         return registry.method(self.method).roles
 
-    def eval_json(self, network: str) -> Path:
-        return self.run_dir / registry.role(network).eval_file
+    @property
+    def evaluations(self) -> tuple[str, ...]:
+        """What is evaluated: each network's raw weights, and "primary_ema" (F's EMA weights) with `ema`."""
+        return self.networks + (("primary" + EMA_SUFFIX,) if self.ema else ())
+
+    def eval_json(self, evaluation: str) -> Path:
+        network = evaluation.removesuffix(EMA_SUFFIX)
+        name = registry.role(network).eval_file
+        return self.run_dir / (name.replace(".json", f"{EMA_SUFFIX}.json") if evaluation != network else name)
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -115,10 +146,13 @@ def train_command(job: Job, data: Path, preset: str, max_steps: int | None = Non
     return cmd
 
 
-def eval_command(job: Job, network: str, views: Sequence[str]) -> list[str]:
-    """The multi-view evaluation of one network of a finished job; `views`: eval_clips/crops overrides."""
+def eval_command(job: Job, evaluation: str, views: Sequence[str]) -> list[str]:
+    """The multi-view evaluation of one network (or its EMA, "primary_ema") of a finished job; `views`:
+    eval_clips/crops overrides."""
+    network = evaluation.removesuffix(EMA_SUFFIX)
+    weights = ("--weights", "ema") if evaluation != network else ()
     return _python("cmpl.evaluate", "--checkpoint", str(job.run_dir / "checkpoints" / "last.pt"),
-                   "--network", network, "--out", str(job.eval_json(network)), *views)
+                   "--network", network, *weights, "--out", str(job.eval_json(evaluation)), *views)
 
 
 def children_cpu() -> float:
@@ -190,7 +224,7 @@ def run_job(job: Job, *, data: Path, preset: str, views: Sequence[str], quiet: b
     else:
         print(f"train: done earlier ({fmt_seconds(state['train_s'])}), skipped", flush=True)
     evals = state.setdefault("eval_s", {})
-    for network in job.networks:
+    for network in job.evaluations:
         if job.eval_json(network).is_file():
             print(f"eval {network}: {job.eval_json(network)} exists, skipped", flush=True)
             continue
@@ -199,12 +233,12 @@ def run_job(job: Job, *, data: Path, preset: str, views: Sequence[str], quiet: b
         evals[network] = run_logged(ecmd, log, quiet)
         write_json(path, state)
         worked = True
-    results = {n: json.loads(job.eval_json(n).read_text()) for n in job.networks}
+    results = {n: json.loads(job.eval_json(n).read_text()) for n in job.evaluations}
     return JobResult(job, results, float(state["train_s"]), float(sum(evals.values())), worked)
 
 
 def plan_jobs(*, data: Path, runs: Path, variants: Sequence[Variant], splits: Sequence[str], seeds: Sequence[int],
-              extra: Sequence[str] = ()) -> list[Job]:
+              extra: Sequence[str] = (), ema: bool = False) -> list[Job]:
     """The grid's jobs in run order; checks every split file first (one-line StudyError otherwise)."""
     from pipelines.dataset import DatasetError, read_split
 
@@ -214,7 +248,7 @@ def plan_jobs(*, data: Path, runs: Path, variants: Sequence[Variant], splits: Se
             for v in variants:
                 if split == SPLIT_ALL and registry.method(v.method).uses_unlabeled:
                     continue  # every video is labeled: nothing for pseudo-labels
-                job = Job(v, split, seed, runs / f"{v.name}_{split}_seed{seed}", tuple(extra))
+                job = Job(v, split, seed, runs / f"{v.name}_{split}_seed{seed}", tuple(extra), ema)
                 try:
                     labeled, _ = read_split(data, job.split_file)
                 except DatasetError as e:
@@ -257,11 +291,17 @@ def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> l
         if m not in registry.METHODS:
             raise StudyError(f"unknown method {m!r}; valid methods: {', '.join(registry.METHODS)}")
     try:
-        primary = presets.get(preset).data.primary
+        data = presets.get(preset).data
     except ConfigError as e:  # unknown preset
         raise StudyError(str(e)) from None
-    clip = f"{primary[0]},{primary[1]}"
-    return [Variant(v.name, v.method, tuple(o.replace("{primary}", clip) for o in v.overrides), v.title)
+    fill = {"{primary}": f"{data.primary[0]},{data.primary[1]}", "{labeled_batch}": str(data.labeled_batch)}
+
+    def filled(option: str) -> str:
+        for key, value in fill.items():
+            option = option.replace(key, value)
+        return option
+
+    return [Variant(v.name, v.method, tuple(filled(o) for o in v.overrides), v.title)
             for v in GRIDS[grid] if not methods or v.method in methods]
 
 
@@ -282,7 +322,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p.add_argument("--splits", nargs="+", default=["1pct"], help="split names in DATA/splits (+ 'all')")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="split and training seeds")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    p.add_argument("--preset", default="demo", help="cmpl preset of every run (default demo)")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"cmpl preset of every run (default {DEFAULT_PRESET}: the small-data recipe)")
     p.add_argument("--quiet", action="store_true", help="trainer output to RUN/study.log only")
     args, rest = p.parse_known_args(argv)
     if args.out is None:
@@ -306,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cmpl import cli, config
 
         try:  # check the overrides against the config before anything runs
-            cli.resolve(["--preset", args.preset, *overrides])
+            cfg, _ = cli.resolve(["--preset", args.preset, *overrides])
         except config.ConfigError as e:
             raise StudyError(str(e)) from None
         if args.jobs < 1:
@@ -315,13 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise StudyError(f"{args.data}: not a dataset folder (no train.csv)")
         variants = resolve_variants(args.grid, args.methods, args.preset)
         jobs = plan_jobs(data=args.data, runs=args.runs or args.out / "runs", variants=variants,
-                         splits=args.splits, seeds=args.seeds, extra=overrides)
+                         splits=args.splits, seeds=args.seeds, extra=overrides, ema=cfg.optim.ema_decay > 0)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        results = run_jobs(jobs, workers=args.jobs, data=args.data, preset=args.preset, quiet=args.quiet,
-                           views=("--data.eval_clips=10", "--data.eval_crops=3"))
+        # The test views are the preset's (data.eval_clips x data.eval_crops), as in cmpl.evaluate.
+        results = run_jobs(jobs, workers=args.jobs, data=args.data, preset=args.preset, quiet=args.quiet, views=())
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -331,10 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     readme = write_report(results, out=args.out, variants=variants, context={
         "command": command, "wall_time": fmt_seconds(time.monotonic() - started),
         "cpu_time": fmt_seconds(children_cpu() - cpu0), "data": str(args.data), "preset": args.preset,
+        "views": f"{cfg.data.eval_clips} clips x {cfg.data.eval_crops} crops",
         "classes": len(read_classes(args.data)), "test_videos": len(read_subset(args.data, "val"))})
     print(f"\nwrote {args.out / 'results.json'} and {readme}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from preprocess.entry import run_main
+
+    run_main(main)

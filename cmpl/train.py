@@ -18,7 +18,7 @@ RUN/checkpoints/{last,best,primary}.pt, RUN/metrics.jsonl, TensorBoard events (`
 Evaluate afterwards with `python -m cmpl.evaluate --checkpoint RUN/checkpoints/last.pt` (best.pt is chosen on
 the same val set it would report).
 
-Clusters (SLURM: preemption, requeue, dead nodes; README "Clusters"):
+Clusters (SLURM: preemption, requeue, dead nodes; docs/CLUSTERS.md):
     SIGTERM or SIGUSR1 (`sbatch --signal=USR1@90`) -> every rank finishes its step, rank 0 saves last.pt, all
     ranks exit 3. `run.keep_last` (2) checkpoints are kept (last.pt, last.1.pt); an unreadable last.pt falls back
     to the previous one. RUN/trainer.lock keeps a second trainer off a live run folder (a dead holder's lock is
@@ -26,8 +26,12 @@ Clusters (SLURM: preemption, requeue, dead nodes; README "Clusters"):
     torchrun --nproc_per_node=N --max-restarts=3 --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
         --shutdown-timeout=80 -m cmpl.train --config runs/X/config.toml
 
+Ctrl-C (SIGINT) is a stop request too: the step in flight finishes, last.pt is saved, exit 130; a second
+Ctrl-C stops at once (exit 130; the previous checkpoint stays the one to resume from).
+
 Exit codes: 0 done; 1 training failed (non-finite loss); 2 user error (config, data, checkpoint, run folder
-locked by another trainer); 3 (EXIT_PREEMPTED) preempted; rerun the same command to resume.
+locked by another trainer); 3 (EXIT_PREEMPTED) preempted; 130 (EXIT_INTERRUPTED) Ctrl-C; rerun the same
+command to resume after 3 or 130.
 """
 from __future__ import annotations
 
@@ -37,15 +41,15 @@ from typing import Sequence
 
 from cmpl import cli
 from cmpl.datasets import ensure_synthetic, require_dataset
-from cmpl.preemption import EXIT_PREEMPTED  # 3: preempted; rerun the same command to resume
+from cmpl.preemption import EXIT_INTERRUPTED  # 130: Ctrl-C twice; rerun the same command to resume
 
 
 def _run(argv: list[str]) -> None:
     # Config and data-folder errors are reported before the heavy imports (torch, DALI).
-    cfg, opts = cli.resolve(argv, default_preset="demo")
+    cfg, opts = cli.resolve(argv)
     from cmpl.presets import demo
 
-    if (opts.get("preset") or "demo") == "demo" and not opts.get("config") \
+    if (opts.get("preset") or cli.DEFAULT_PRESET) == "demo" and not opts.get("config") \
             and cfg.data.root == demo().data.root:
         try:
             ensure_synthetic(cfg.data.root)
@@ -69,8 +73,12 @@ def _run(argv: list[str]) -> None:
     except TrainError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    except preemption.Preempted:
-        raise SystemExit(EXIT_PREEMPTED) from None
+    except preemption.Preempted as e:
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: no wait for the step, no new checkpoint
+        print(f"cmpl.train: interrupted at once (second Ctrl-C), nothing saved since the last checkpoint; rerun "
+              f"the same command to resume from {cfg.run.dir}/checkpoints/last.pt if it exists", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -78,4 +86,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preprocess.entry import run_main
+
+    run_main(main)

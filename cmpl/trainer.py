@@ -29,6 +29,7 @@ from cmpl.components import (build_loaders, build_networks, build_optimizer, cos
                              total_steps)
 from cmpl.methods import build_task
 from cmpl.metrics_log import NullLogger, RunLogger, format_record
+from cmpl.run_folder import NewFolder
 
 
 class TrainError(RuntimeError):
@@ -99,8 +100,7 @@ class Trainer:
         self.run_dir, self.ckpt_dir = Path(cfg.run.dir), Path(cfg.run.dir) / "checkpoints"
         if not Path(d.root).is_dir():
             raise cfg_mod.ConfigError(f"data folder not found: {d.root} (set --data.root DIR)")
-        if cfg.run.keep_last < 1:
-            raise cfg_mod.ConfigError(f"run.keep_last must be at least 1, got {cfg.run.keep_last}")
+        cfg_mod.validate(cfg)  # ranges (a positive step count, batch sizes >= 1, ...), for callers other than the CLI
         self.about = dataset_facts(d.root)  # class names and fps, saved in every checkpoint
         self.classes = self.about["classes"]
         if cfg.model.num_classes <= 0:  # resolved in a copy: the caller's config is left as given
@@ -120,6 +120,13 @@ class Trainer:
         self.task = build_task(cfg.method, {r: wrapped[owner[r]][1] for r in networks},
                                compile_loss=rt.compile_loss)
         self.eval_nets = {r: self.plain[owner[r]] for r in networks}  # role -> module, for validation
+        # optim.ema_decay > 0: an EMA of each network's weights and BN buffers, updated after every step on the
+        # device (no sync), validated and checkpointed beside the raw networks.
+        self.ema = ({n: torch.optim.swa_utils.AveragedModel(
+                        m, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.optim.ema_decay),
+                        use_buffers=True)
+                     for n, m in self.plain.items()} if cfg.optim.ema_decay > 0 else {})
+        self.ema_eval_nets = {r: self.ema[owner[r]].module for r in networks} if self.ema else {}
         _seed_all(rt.seed + self.dist.rank)  # dropout etc. differ per rank from here on
 
         loaders = build_loaders(d, uses_unlabeled=self.spec.uses_unlabeled, epoch_unit=cfg.schedule.epoch_unit,
@@ -151,7 +158,8 @@ class Trainer:
         loaders = {"labeled": self.labeled.state_dict()}
         if self.unlabeled is not None:
             loaders["unlabeled"] = self.unlabeled.state_dict()
-        return {"models": {n: m.state_dict() for n, m in self.plain.items()},
+        extra = {"ema": {n: e.state_dict() for n, e in self.ema.items()}} if self.ema else {}
+        return {"models": {n: m.state_dict() for n, m in self.plain.items()}, **extra,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step / self.steps_per_epoch,
                 "rng": ckpt_io.rng_state(), "loaders": loaders, "config": cfg_mod.to_dict(self.cfg),
@@ -160,6 +168,11 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for n, m in self.plain.items():
             m.load_state_dict(state["models"][n])
+        for n, e in self.ema.items():
+            if n in state.get("ema", {}):
+                e.load_state_dict(state["ema"][n])
+            else:  # a run that turned the EMA on at resume starts it from the current weights
+                e.module.load_state_dict(state["models"][n])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -227,6 +240,8 @@ class Trainer:
                 self._lr_used = self.optimizer.param_groups[0]["lr"]
                 out = step_fn(to_device(lab, self.device, cl),
                               to_device(unl, self.device, cl) if unl is not None else None)
+                for name, ema in self.ema.items():
+                    ema.update_parameters(self.plain[name])
                 self.step += 1
                 window.add(out)
                 bar.update(1)
@@ -245,6 +260,10 @@ class Trainer:
                     rec = {"kind": "val", "step": self.step, "epoch": self.step / self.steps_per_epoch,
                            **validate(self.cfg, self.eval_nets, dist=self.dist, device=self.device,
                                       autocast=self.autocast)}
+                    if self.ema_eval_nets:
+                        rec.update({f"{k}_ema": v for k, v in validate(
+                            self.cfg, self.ema_eval_nets, dist=self.dist, device=self.device,
+                            autocast=self.autocast).items()})
                     logger.log(rec)
                     last["val"], improved = rec, rec["top1_f"] > self.best_top1
                     self.best_top1 = max(self.best_top1, rec["top1_f"])
@@ -262,7 +281,15 @@ class Trainer:
             bar.close()
             logger.close()
         dist_mod.barrier(self.dist)
+        self.echo(self._done_line())
         return last
+
+    def _done_line(self) -> str:
+        """The trainer's last line: the step and the checkpoint files, with what each is for."""
+        uses = {"last.pt": "resume, cmpl.evaluate", "primary.pt": "F only: cmpl.predict, cmpl.export",
+                "best.pt": "best periodic val top-1"}
+        files = [f"{name} ({use})" for name, use in uses.items() if (self.ckpt_dir / name).is_file()]
+        return f"cmpl.train: done at step {self.step}; checkpoints in {self.ckpt_dir}/: {', '.join(files)}"
 
     def _check_finite(self, flag: torch.Tensor) -> None:
         if dist_mod.broadcast_flag(bool(flag.item()), self.dist, self.device):
@@ -326,12 +353,21 @@ def train(cfg: cfg_mod.Config, *, echo: Callable[[str], None] = print) -> dict[s
     Rank 0 holds RUN/trainer.lock throughout (RunLockError if another trainer holds it); raises
     preemption.Preempted after a stop signal (handlers: preemption.install()).
     """
-    with run_lock.hold(cfg.run.dir, enabled=dist_mod.env_rank() == 0, warn=lambda s: echo(f"cmpl.train: {s}")):
-        trainer = Trainer(cfg, echo=echo)
-        try:
-            return trainer.run()
-        finally:
-            dist_mod.shutdown()
+    new = NewFolder.note(cfg.run.dir) if dist_mod.env_rank() == 0 else None
+    trainer: Trainer | None = None
+    try:
+        with run_lock.hold(cfg.run.dir, enabled=new is not None, warn=lambda s: echo(f"cmpl.train: {s}")):
+            trainer = Trainer(cfg, echo=echo)
+            try:
+                return trainer.run()
+            finally:
+                dist_mod.shutdown()
+    except run_lock.RunLockError:
+        raise  # the folder is another trainer's
+    except BaseException:
+        if new is not None and (trainer is None or trainer.step == 0):
+            new.remove_unstarted()  # a run that failed before its first step leaves no folder behind
+        raise
 
 
 __all__ = ["Due", "TrainError", "Trainer", "cosine_lambda", "due", "format_record", "make_step", "to_device",

@@ -3,6 +3,9 @@
 All per-sample randomness arrives through `fn.external_source` (drawn in `sampling.py`), so the graphs are
 deterministic. Device "gpu": NVDEC ('mixed') decode and every op on the GPU; "cpu": the same graph on the
 CPU backend (VP8/VP9/MJPEG only). Outputs are float32 `(C, T, H, W)` per sample, ImageNet-normalized.
+The decoder is not fed the whole file: `encoded_input` cuts it down to the GOPs the sample's frames need
+(pipelines/webm.py), because DALI's decoder, fed bytes, has no keyframe index and decodes every packet from
+the first one it is given up to the last wanted frame.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.auto_aug.core import select, signed_bin
 
-from pipelines import rand_augment, sampling
+from pipelines import rand_augment, sampling, webm
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -36,8 +39,26 @@ DECODE_INPUTS = ("encoded", "union")
 
 
 def _decode(encoded, union, device: str):
-    """All needed frames of each video, `(F, H, W, C)` uint8, sorted by frame index."""
-    return fn.decoders.video(encoded, frames=union, device="mixed" if device == "gpu" else "cpu")
+    """All needed frames of each video, `(F, H, W, C)` uint8, sorted by frame index. `encoded` and `union`
+    come from `encoded_input`: frame positions in the bytes given, not necessarily in the file."""
+    # pad_mode "none": an index past the video's end is an error, not DALI's default silent black frame.
+    return fn.decoders.video(encoded, frames=union, device="mixed" if device == "gpu" else "cpu", pad_mode="none")
+
+
+def encoded_input(data: np.ndarray, union: np.ndarray, num_frames: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes for the decoder, frames to ask it for) to get frames `union` (sorted, unique) of a file whose
+    bytes are `data` and which has `num_frames` frames (train.csv).
+
+    A WebM (every file preprocess writes, in any dataset folder written before or after this) is cut to the
+    packets from the keyframe before each needed GOP's first wanted frame to its last one (webm.cut): the
+    decoder then starts at a keyframe and skips no GOP the sample does not need. Any other file, or one
+    whose layout webm.cut does not rely on (it checks), is fed whole with `union` unchanged, as before.
+    """
+    try:
+        return webm.cut(data, union, num_frames=num_frames)
+    except webm.NotCuttable:
+        return data, np.asarray(union, np.int32)
 
 
 def _to_short_side(frames, short_side: int | None):
@@ -54,13 +75,13 @@ def _normalize(clip, crop_size: int | None = None, x=0.5, y=0.5, flip=0):
         clip, **crop, mirror=flip, mean=MEAN, std=STD, dtype=types.FLOAT, output_layout="CFHW")
 
 
-def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_shape):
+def _strong(clip, crop_size: int, ra_ops: int, ra_translate: float, x, y, flip, ra, cut_anchor, cut_shape):
     """Random crop + flip, RandAugment (`ra_ops` ops and magnitudes given per clip; DALI's suite with per-clip
     contrast and auto-contrast, rand_augment.py) and Cutout, then normalize."""
     clip = fn.crop_mirror_normalize(
         clip, crop=(crop_size, crop_size), crop_pos_x=x, crop_pos_y=y, mirror=flip,
         dtype=types.UINT8, output_layout="FHWC")
-    suite = rand_augment.clip_suite()
+    suite = rand_augment.clip_suite(ra_translate)
     assert len(suite) == sampling.RA_SUITE_SIZE, "DALI's RandAugment suite changed; update sampling.py"
     for level in range(ra_ops):
         magnitude = signed_bin(ra[level, 1], random_sign=ra[level, 2])
@@ -75,7 +96,8 @@ def _strong(clip, crop_size: int, ra_ops: int, x, y, flip, ra, cut_anchor, cut_s
 
 
 @pipeline_def(enable_conditionals=True)
-def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int | None, ra_ops: int):
+def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int | None, ra_ops: int,
+                       ra_translate: float = rand_augment.DALI_TRANSLATE):
     """Outputs (primary_weak, primary_strong, aux_weak, aux_strong); weak and strong share frames.
 
     `short_side` None: the decoded frames already have the wanted short side (no resize op).
@@ -88,9 +110,9 @@ def unlabeled_pipeline(source, *, device: str, crop_size: int, short_side: int |
     aux = fn.sequence_rearrange(frames, new_order=i["a_order"])
     return (
         _normalize(primary, crop_size),
-        _strong(primary, crop_size, ra_ops, *(i[f"ps_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
+        _strong(primary, crop_size, ra_ops, ra_translate, *(i[f"ps_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
         _normalize(aux, crop_size),
-        _strong(aux, crop_size, ra_ops, *(i[f"as_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
+        _strong(aux, crop_size, ra_ops, ra_translate, *(i[f"as_{k}"] for k in ("x", "y", "flip", "ra", "cut_anchor", "cut_shape"))),
     )
 
 
@@ -134,8 +156,9 @@ def pack_train(batch: list[sampling.TrainSample], kind: sampling.Kind) -> tuple[
     cols: dict[str, list] = {n: [] for n in names}
     for s in batch:
         union, (p_order, a_order) = sampling.union_positions(s.primary_indices, s.aux_indices)
-        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
-        cols["union"].append(union)
+        encoded, frames = encoded_input(np.fromfile(s.record.path, np.uint8), union, s.record.num_frames)
+        cols["encoded"].append(encoded)
+        cols["union"].append(frames)
         cols["p_order"].append(p_order)
         cols["a_order"].append(a_order)
         if labeled:
@@ -161,17 +184,18 @@ def pack_eval(batch) -> tuple[list, ...]:
     cols: dict[str, list] = {n: [] for n in EVAL_INPUTS}
     for s in batch:
         union, (order,) = sampling.union_positions(s.indices.reshape(-1))
-        cols["encoded"].append(np.fromfile(s.record.path, np.uint8))
-        cols["union"].append(union)
+        encoded, frames = encoded_input(np.fromfile(s.record.path, np.uint8), union, s.record.num_frames)
+        cols["encoded"].append(encoded)
+        cols["union"].append(frames)
         cols["order"].append(order)
         cols["crop_pos"].append(s.crop_pos)
     return tuple(cols[n] for n in EVAL_INPUTS)
 
 
 def train_pipeline(source, *, kind: sampling.Kind, device: str, crop_size: int, short_side: int | None,
-                   ra_ops: int, **pipe_args):
+                   ra_ops: int, ra_translate: float = rand_augment.DALI_TRANSLATE, **pipe_args):
     """The pipeline of a training `kind` (labeled: scale jitter per clip; unlabeled: weak/strong views)."""
     if kind is sampling.LABELED:
         return labeled_pipeline(source, device=device, crop_size=crop_size, **pipe_args)
     return unlabeled_pipeline(source, device=device, crop_size=crop_size, short_side=short_side, ra_ops=ra_ops,
-                              **pipe_args)
+                              ra_translate=ra_translate, **pipe_args)

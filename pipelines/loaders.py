@@ -2,13 +2,19 @@
 
 A loader computes each batch's samples in Python (`sampling.py`), feeds encoded file bytes and the
 per-sample parameters to its DALI pipeline through `external_source`, and copies the outputs into torch
-tensors on the training device. DALI prefetches ahead; the loader keeps the in-flight batches in order, so
-it knows which files a failing run was decoding.
+tensors on the training device. A reader thread draws the next batches and reads their files ahead of the
+pipeline (`_Runner`), so neither runs on the training thread; DALI prefetches ahead too; the loader keeps the
+in-flight batches in order, so it knows which files a failing run was decoding. On the GPU, labels and
+indices travel through pinned memory with non_blocking copies: nothing in `next()` waits for the GPU, so the
+trainer's data wait is only the wait for a batch.
 """
 from __future__ import annotations
 
 import collections
+import queue
+import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,7 +24,7 @@ import torch
 from pipelines import dali_pipelines as dp
 from pipelines import sampling
 from pipelines.dataset import DatasetError, VideoRecord, read_split, read_subset
-from pipelines.device import dali_device, resolve_device
+from pipelines.device import check_gpu_decodable, dali_device, resolve_device
 
 CPU_CODECS = ("vp8", "vp9", "mjpeg")
 
@@ -37,14 +43,60 @@ def _diagnose(path: Path, device: str) -> str:
     return f"codec {codec}"
 
 
+# Batches the reader thread prepares ahead of DALI's own prefetch queue (encoded bytes of ~B files each);
+# 0: no reader thread, batches are made and read inside DALI's callback on the training thread (as before
+# issue 19; the tests compare the two).
+READ_AHEAD = 2
+
+
+def _read_ahead(runner_ref: weakref.ref, out: queue.Queue, stop: threading.Event) -> None:
+    """The reader thread: `(kind, batch, packed)` items in feed order -- ("ok", samples, pipeline inputs),
+    then ("stop", ...) at the end of a finite loader or ("error", exception, None). It holds its runner only
+    through a weak reference between batches, so a dropped runner ends it."""
+    while not stop.is_set():
+        runner = runner_ref()
+        if runner is None:
+            return
+        make, pack = runner._make_batch, runner._pack
+        del runner
+        try:
+            batch = make()  # sampling; raises StopIteration at the end of a finite loader
+            item: tuple = ("ok", batch, pack(batch))  # pack reads the files
+        except StopIteration:
+            item = ("stop", None, None)
+        except BaseException as e:  # noqa: BLE001 - raised again on the training thread, in feed order
+            item = ("error", e, None)
+        del make, pack
+        while True:
+            if stop.is_set() or runner_ref() is None:
+                return
+            try:
+                out.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        if item[0] != "ok":
+            return
+
+
 class _Runner:
-    """Owns one DALI pipeline fed by `make_batch()` and converts its outputs to torch tensors."""
+    """Owns one DALI pipeline fed by `make_batch()` and converts its outputs to torch tensors.
+
+    `make_batch()` and `pack()` (the file reads) run on a reader thread, READ_AHEAD batches ahead, in the
+    same order as ever: the batches, and so the results, are those of a single-threaded loader.
+    """
 
     def __init__(self, build: Callable[[Callable], Any], make_batch: Callable[[], list], pack: Callable,
                  device: str):
         self.device = device
         self._make_batch, self._pack = make_batch, pack
         self.inflight: collections.deque = collections.deque()
+        self._ready: queue.Queue | None = queue.Queue(maxsize=READ_AHEAD) if READ_AHEAD > 0 else None
+        self._stop = threading.Event()
+        self._end: tuple | None = None  # the reader's last item, once it stopped
+        if self._ready is not None:
+            threading.Thread(target=_read_ahead, args=(weakref.ref(self), self._ready, self._stop), daemon=True,
+                             name="pipelines-reader").start()
         with warnings.catch_warnings():
             # DALI's auto_aug still calls fn.experimental aliases; unused RandAugment inputs when ra_ops=0
             warnings.filterwarnings("ignore", message=".*fn.experimental.*deprecated")
@@ -52,10 +104,27 @@ class _Runner:
             self.pipe = build(self._source)
             self.pipe.build()
 
+    def close(self) -> None:
+        """Stop the reader thread (its prepared batches are dropped)."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
     def _source(self):
-        batch = self._make_batch()  # raises StopIteration at the end of a finite loader
+        if self._ready is None:  # READ_AHEAD = 0: on this thread
+            batch = self._make_batch()  # raises StopIteration at the end of a finite loader
+            self.inflight.append(batch)
+            return self._pack(batch)
+        item = self._end or self._ready.get()
+        kind, batch, packed = item
+        if kind != "ok":
+            self._end = item
+            if kind == "stop":
+                raise StopIteration
+            raise batch
         self.inflight.append(batch)
-        return self._pack(batch)
+        return packed
 
     def run(self) -> tuple[list[torch.Tensor], list]:
         """Outputs of the oldest in-flight batch, as torch tensors, and that batch's samples."""
@@ -83,8 +152,7 @@ class _Runner:
         """Name the file DALI failed on: re-decode each in-flight sample alone to find it."""
         records = [s.record for batch in self.inflight for s in batch]
         unions = [_union_of(s) for batch in self.inflight for s in batch]
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and "Critical error" not in ln]
-        first_line = lines[0] if lines else type(err).__name__
+        first_line = dali_reason(err)
         for rec, union in zip(records, unions):
             if not _decodes(rec.path, union, self.device):
                 return DatasetError(
@@ -92,6 +160,19 @@ class _Runner:
                     " rerun preprocess on this dataset")
         names = ", ".join(str(r.path) for r in records[:8])
         return DatasetError(f"DALI failed on a batch of {names}: {first_line[:300]}; rerun preprocess if a file is bad")
+
+
+def dali_reason(err: BaseException) -> str:
+    """The line of a DALI error that says why (e.g. "Video is too small in at least one dimension", an
+    out-of-bounds frame index), not the "Critical error in pipeline" / operator / traceback lines around it."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if "encountered:" in lines:  # DALI: "Error in ... operator", its Python traceback, "encountered:", reason
+        after = lines[lines.index("encountered:") + 1:]
+        if after:
+            return after[0]
+    noise = ("Critical error", "Error in ", "which was used", "File ", "C++ context", "Current pipeline")
+    useful = [ln for ln in lines if not ln.startswith(noise)]
+    return (useful or lines or [type(err).__name__])[0]
 
 
 def _union_of(sample) -> np.ndarray:
@@ -125,6 +206,16 @@ def _pipe_device(device: str) -> dict:
     return {"device_id": None, "exec_dynamic": True}
 
 
+def to_loader_device(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array (labels, indices) as a tensor on `device`. On CUDA through pinned memory with a
+    non_blocking copy, queued on the current stream: it never waits for the GPU (a copy from pageable
+    memory would wait for the step already queued, and the trainer would count that as data wait)."""
+    t = torch.from_numpy(np.ascontiguousarray(values))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def resize_target(records: list[VideoRecord], short_side: int) -> int | None:
     """`short_side`, or None when every video already has that short side (preprocess writes them so)."""
     return None if all(min(r.width, r.height) == short_side for r in records) else short_side
@@ -146,10 +237,9 @@ class TrainLoader:
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
         self.plan = sampling.TrainPlan(records, kind, batch_size, spec, seed, rank, world_size, drop_last)
         self.device = resolve_device(device)
+        check_gpu_decodable(records, self.device)  # one line now, not a DALI error at the first batch
         self.with_indices, self.num_threads = with_indices, num_threads
         self._epoch = self._position = 0  # of the next batch to yield
-        self._feed = (0, 0)  # of the next batch to feed DALI (runs ahead by the prefetch depth)
-        self._slots: tuple[int, list] = (-1, [])
         self._runner: _Runner | None = None
 
     def __len__(self) -> int:
@@ -168,15 +258,25 @@ class TrainLoader:
         if state.get("num_videos", n) != n:
             raise ValueError(f"loader state is for {state['num_videos']} videos, this set has {n}")
         self._epoch, self._position = int(state["epoch"]), int(state["position"])
+        if self._runner is not None:
+            self._runner.close()
         self._runner = None  # its prefetched batches belong to the old position
 
-    def _next_feed(self) -> list[sampling.TrainSample]:
-        epoch, pos = self._feed
-        if self._slots[0] != epoch:
-            self._slots = (epoch, self.plan.epoch_samples(epoch))
-        batch = self.plan.batch(epoch, pos, self._slots[1])
-        self._feed = (epoch, pos + 1) if pos + 1 < len(self) else (epoch + 1, 0)
-        return batch
+    def _feeder(self, epoch: int, pos: int) -> Callable[[], list[sampling.TrainSample]]:
+        """The batches from (epoch, pos) on, one per call: the feed of one runner (its reader thread runs
+        ahead of the yielded batches by the read-ahead and DALI's prefetch depth). The cursor is the
+        runner's own, so a replaced runner's thread cannot move the next one's."""
+        state = {"feed": (epoch, pos), "slots": (-1, [])}
+
+        def next_feed() -> list[sampling.TrainSample]:
+            epoch, pos = state["feed"]
+            if state["slots"][0] != epoch:
+                state["slots"] = (epoch, self.plan.epoch_samples(epoch))
+            batch = self.plan.batch(epoch, pos, state["slots"][1])
+            state["feed"] = (epoch, pos + 1) if pos + 1 < len(self) else (epoch + 1, 0)
+            return batch
+
+        return next_feed
 
     def _build(self) -> _Runner:
         p = self.plan
@@ -184,25 +284,26 @@ class TrainLoader:
         def build(src):
             return dp.train_pipeline(src, kind=p.kind, device=dali_device(self.device), crop_size=p.spec.crop_size,
                                      short_side=resize_target(p.records, p.spec.short_side), ra_ops=p.spec.ra_ops,
+                                     ra_translate=p.spec.ra_translate,
                                      batch_size=p.batch_size, num_threads=self.num_threads,
                                      **_pipe_device(self.device))
 
-        return _Runner(build, self._next_feed, lambda b: dp.pack_train(b, p.kind), self.device)
+        return _Runner(build, self._feeder(self._epoch, self._position), lambda b: dp.pack_train(b, p.kind),
+                       self.device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._runner is None:
-            self._feed = (self._epoch, self._position)
             self._runner = self._build()
         outs, batch = self._runner.run()
         result = dict(zip(self.plan.kind.outputs, outs))
         dev = outs[0].device
-        result["label"] = torch.tensor([s.record.label for s in batch], dtype=torch.int64, device=dev)
+        result["label"] = to_loader_device(np.array([s.record.label for s in batch], np.int64), dev)
         if self.with_indices:
-            result["primary_indices"] = torch.from_numpy(np.stack([s.primary_indices for s in batch])).to(dev)
-            result["aux_indices"] = torch.from_numpy(np.stack([s.aux_indices for s in batch])).to(dev)
+            result["primary_indices"] = to_loader_device(np.stack([s.primary_indices for s in batch]), dev)
+            result["aux_indices"] = to_loader_device(np.stack([s.aux_indices for s in batch]), dev)
         self._position += 1
         if self._position >= len(self):
             self._epoch, self._position = self._epoch + 1, 0
@@ -236,6 +337,7 @@ class EvalLoader:
             raise ValueError("need clips, crops, batch_size >= 1 and 0 <= rank < world_size")
         self.records = records[rank::world_size]  # disjoint and covering; no padding, so metrics stay exact
         self.batch_size, self.device = batch_size, resolve_device(device)
+        check_gpu_decodable(self.records, self.device)
         self.clips, self.crops, self.crop_size, self.short_side = clips, crops, crop_size, short_side
         if frames < 1 or stride < 1:
             raise ValueError(f"eval clip must be (frames >= 1, stride >= 1), got {(frames, stride)}")
@@ -260,17 +362,21 @@ class EvalLoader:
                                     **_pipe_device(self.device))
 
         runner = _Runner(build, lambda: next(batches), dp.pack_eval, self.device)
-        for _ in range(len(self)):
-            outs, batch = runner.run()
-            # each output: (N, C, clips*T, H, W) -> (N, clips, crops, C, T, H, W) -> (N, V, C, T, H, W)
-            n, c, _, h, w = outs[0].shape
-            video = torch.stack(outs, dim=1).view(n, self.crops, c, self.clips, self.frames, h, w)
-            video = video.permute(0, 3, 1, 2, 4, 5, 6).reshape(n, self.clips * self.crops, c, self.frames, h, w)
-            result = {"video": video, "label": torch.tensor([s.record.label for s in batch], device=video.device)}
-            if self.with_indices:
-                result["indices"] = torch.from_numpy(np.stack([s.indices for s in batch])).to(video.device)
-            yield result
-        del runner
+        try:
+            for _ in range(len(self)):
+                outs, batch = runner.run()
+                # each output: (N, C, clips*T, H, W) -> (N, clips, crops, C, T, H, W) -> (N, V, C, T, H, W)
+                n, c, _, h, w = outs[0].shape
+                video = torch.stack(outs, dim=1).view(n, self.crops, c, self.clips, self.frames, h, w)
+                video = video.permute(0, 3, 1, 2, 4, 5, 6).reshape(n, self.clips * self.crops, c, self.frames, h, w)
+                result = {"video": video,
+                          "label": to_loader_device(np.array([s.record.label for s in batch], np.int64), video.device)}
+                if self.with_indices:
+                    result["indices"] = to_loader_device(np.stack([s.indices for s in batch]), video.device)
+                yield result
+        finally:
+            runner.close()
+            del runner
 
 
 def train_loader(root: str | Path, kind: sampling.Kind | str, *, split: str, batch_size: int,

@@ -53,7 +53,34 @@ def clip_auto_contrast(data, _):
     return fn.cast_like((data - lo * stretch) * (255.0 / (spread * stretch + (stretch ^ True) * 255.0)), data)
 
 
-def clip_suite() -> list:
-    """DALI's RandAugment suite (use_shape=True) with contrast and auto_contrast replaced, order unchanged."""
-    replace = {"contrast": clip_contrast, "auto_contrast": clip_auto_contrast}
+# DALI's own sharpness and equalize call the deprecated aliases fn.experimental.filter / .equalize, and DALI
+# issues that DeprecationWarning under its own `simplefilter("default")`, which overrides any warnings filter
+# of ours: a warning on every pipeline build that users cannot act on. These are the same augmentations
+# (DALI's decorator arguments, tests/test_rand_augment.py compares them) calling the operators' current names;
+# an alias and its operator are one kernel, so the output is identical.
+@augmentation(mag_range=(0, 0.9), randomly_negate=True, mag_to_param=augmentations.sharpness_kernel,
+              param_device="auto")
+def sharpness(data, kernel):
+    return fn.filter(data, kernel)
+
+
+@augmentation
+def equalize(data, _):
+    return fn.equalize(data)
+
+
+DALI_TRANSLATE = 100 / 224  # DALI's translate_x/y limit (use_shape=True), as a fraction of the crop
+
+
+def clip_suite(translate: float = DALI_TRANSLATE) -> list:
+    """DALI's RandAugment suite (use_shape=True) with contrast and auto_contrast replaced, order unchanged.
+
+    `translate`: the largest shift of translate_x/y as a fraction of the crop (DALI's 100/224 by default;
+    FixMatch's RandAugment shifts at most 0.3, which keeps more of a small object in view).
+    """
+    replace = {"contrast": clip_contrast, "auto_contrast": clip_auto_contrast,
+               "sharpness": sharpness, "equalize": equalize}  # the last two: DALI's, without deprecated names
+    if translate != DALI_TRANSLATE:
+        replace.update({name: getattr(augmentations, name).augmentation(mag_range=(0, translate))
+                        for name in ("translate_x", "translate_y")})
     return [replace.get(op.name, op) for op in rand_augment.get_rand_augment_suite(use_shape=True)]

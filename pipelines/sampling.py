@@ -86,15 +86,21 @@ def weak_view(short_side: int) -> View:
     return View(float(short_side))
 
 
-def standard_view(rng: np.random.Generator, short_side: int) -> View:
-    """Labeled (SlowFast-style): short-side scale jitter, random crop, horizontal flip."""
+def standard_view(rng: np.random.Generator, short_side: int, flip: bool = True) -> View:
+    """Labeled (SlowFast-style): short-side scale jitter, random crop, horizontal flip (if `flip`)."""
     s = short_side * rng.uniform(*SCALE_JITTER)
-    return View(float(s), float(rng.random()), float(rng.random()), bool(rng.random() < 0.5))
+    return View(float(s), float(rng.random()), float(rng.random()), bool(rng.random() < 0.5) and flip)
 
 
-def strong_view(rng: np.random.Generator, short_side: int, crop_size: int, ra_ops: int = RA_NUM_OPS) -> View:
-    """Random crop + flip at the weak scale, then RandAugment (`ra_ops` ops, random magnitudes) and Cutout."""
-    x, y, flip = float(rng.random()), float(rng.random()), bool(rng.random() < 0.5)
+def strong_view(rng: np.random.Generator, short_side: int, crop_size: int, ra_ops: int = RA_NUM_OPS,
+                jitter: float = 1.0, flip: bool = True) -> View:
+    """Random crop + flip at the weak scale, then RandAugment (`ra_ops` ops, random magnitudes) and Cutout.
+
+    `jitter` scales the crop anchor's spread around the weak view's centre crop (1: anywhere in the frame,
+    0: the weak crop itself); `flip` False never mirrors. The draws are the same whatever the two are.
+    """
+    x, y, flip = (0.5 + jitter * (float(rng.random()) - 0.5), 0.5 + jitter * (float(rng.random()) - 0.5),
+                  bool(rng.random() < 0.5) and flip)
     ra = np.stack([
         rng.integers(0, RA_SUITE_SIZE, ra_ops),
         rng.integers(0, RA_NUM_BINS, ra_ops),
@@ -134,6 +140,9 @@ class ClipSpec:
     crop_size: int = 224
     short_side: int = 256
     ra_ops: int = RA_NUM_OPS
+    ra_translate: float = 100 / 224  # RandAugment's largest shift, a fraction of the crop (DALI's default)
+    strong_jitter: float = 1.0  # spread of the strong crop around the weak one (1: anywhere)
+    flip: bool = True  # horizontal flips in the labeled and strong views
 
     def __post_init__(self) -> None:
         for name in ("primary", "aux"):
@@ -147,6 +156,9 @@ class ClipSpec:
             raise ValueError(f"crop_size {self.crop_size} must not exceed short_side {self.short_side}")
         if self.ra_ops < 0:
             raise ValueError(f"ra_ops must be >= 0, got {self.ra_ops}")
+        if not 0 < self.ra_translate <= 1 or not 0 <= self.strong_jitter <= 1:
+            raise ValueError(f"need 0 < ra_translate <= 1 and 0 <= strong_jitter <= 1, got {self.ra_translate}, "
+                             f"{self.strong_jitter}")
 
 
 @dataclass(frozen=True)
@@ -171,9 +183,10 @@ class Kind:
         return tuple(v.name for v in self.views)
 
     def draw_views(self, rng: np.random.Generator, spec: ClipSpec) -> dict[str, View]:
-        draw = {"standard": lambda: standard_view(rng, spec.short_side),
+        draw = {"standard": lambda: standard_view(rng, spec.short_side, spec.flip),
                 "weak": lambda: weak_view(spec.short_side),
-                "strong": lambda: strong_view(rng, spec.short_side, spec.crop_size, spec.ra_ops)}
+                "strong": lambda: strong_view(rng, spec.short_side, spec.crop_size, spec.ra_ops,
+                                              spec.strong_jitter, spec.flip)}
         return {v.name: draw[v.augment]() for v in self.views}
 
 

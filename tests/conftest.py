@@ -16,7 +16,8 @@ def write_synthetic(root: Path, *, classes: int = 3, per_class: int = 2, val_per
     """A tiny synthetic dataset folder at `root`, written by the project's own generator."""
     subprocess.run([sys.executable, "-m", "preprocess.synthetic", "--out", str(root), "--classes", str(classes),
                     "--per-class", str(per_class), "--val-per-class", str(val_per_class),
-                    "--frames", str(frames)], check=True, capture_output=True, cwd=REPO_ROOT)
+                    "--frames", str(frames), "--short-side", "64"],  # 80x64 files: CPU tests stay small
+                   check=True, capture_output=True, cwd=REPO_ROOT)
     return root
 
 

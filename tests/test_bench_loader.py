@@ -86,3 +86,25 @@ def test_unknown_decoder_is_refused(root):
     with pytest.raises(ValueError, match="decoder must be one of"):
         reference.reference_loader(root, split="1pct_seed0", kind="unlabeled", batch_size=1, decoder="opencv")
 
+
+
+def test_bench_times_the_whole_file_floor_and_the_clip_position(tmp_path, capsys):
+    """Issue 21's additions: (a0) the decode floor from whole files, and one clip at the start vs the end."""
+    root = make_dataset(tmp_path / "ds", num_frames=80, train_per_class=2, classes=("a", "b"))
+    out = tmp_path / "loader.json"
+    argv = ["--data", str(root), "--skip", "b,c,d", "--whole-file-floor", "--position-reps", "1",
+            "--time-offset", "1", *TINY, "--json", str(out)]
+    assert bench_loader.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["a0"]["samples_per_s"] > 0 and res["a"]["samples_per_s"] > 0 and "a_over_a0" in res["ratios"]
+    pos = res["position"]
+    assert pos["end_start"] == 80 - 64 and pos["gop"] == 8 and pos["clip"] == [8, 8]
+    for mode in ("whole", "cut"):
+        assert pos[mode]["start"] > 0 and pos[mode]["end"] > 0
+    printed = capsys.readouterr().out
+    assert "(a0) decode, whole files" in printed and "end/start" in printed and "t_s 1 s" in printed
+
+
+def test_whole_file_floor_needs_a(capsys):
+    assert bench_loader.main(["--skip", "a", "--whole-file-floor"]) == 2
+    assert "--whole-file-floor needs (a)" in capsys.readouterr().err

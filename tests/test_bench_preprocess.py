@@ -31,6 +31,7 @@ def test_bench_reports_overhead_over_bare_ffmpeg(tmp_path, capsys):
     assert res["overhead_wall"] == res["preprocess"]["wall_s"] / res["bare"]["wall_s"]
     printed = capsys.readouterr().out
     assert "(1)/(2) wall = " in printed and "outputs byte-identical: yes" in printed
+    assert res["count_equals_full_decode"] is True and "same frame counts: yes" in printed
 
 
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys):

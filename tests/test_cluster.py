@@ -215,6 +215,30 @@ def test_sigterm_saves_exits_3_and_the_same_command_resumes(preempted_run):
     assert [r["step"] for r in _train_records(run)] == [1, 2, 3, 4]
 
 
+def test_ctrl_c_saves_and_exits_130_and_a_second_ctrl_c_stops_at_once(dataset, tmp_path):
+    """Ctrl-C is a stop request like SIGTERM (one line, last.pt, exit 130); a second one does not wait."""
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    steps = ("--schedule.max_steps=4", "--run.checkpoint_every=1000")
+    p_once, p_twice = _start(_train_cmd(dataset, once, *SUPERVISED, *steps)), _start(_train_cmd(dataset, twice,
+                                                                                              *SUPERVISED, *steps))
+    _wait_for("locks of both runs", lambda: _lock_pid(once) == p_once.pid and _lock_pid(twice) == p_twice.pid,
+              [p_once, p_twice])
+    p_once.send_signal(signal.SIGINT)
+    p_twice.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    p_twice.send_signal(signal.SIGINT)
+    code, out, _ = _exit_within(p_once, 60)
+    assert code == preemption.EXIT_INTERRUPTED == 130, out[-3000:]
+    assert "interrupted (SIGINT) at step 1" in out and "rerun the same command to resume" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out and not (once / run_lock.LOCK_NAME).exists()
+    assert _load(once / "checkpoints/last.pt")["step"] == 1
+
+    code, out, took = _exit_within(p_twice, 60)
+    assert code == 130 and "interrupted at once (second Ctrl-C)" in out, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert not twice.exists()  # stopped before its first step, in a folder it created: nothing left
+
+
 def test_unreadable_last_resumes_from_the_previous_then_exit_2(preempted_run, tmp_path):
     straight, run, info = preempted_run
     copy = tmp_path / "run"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -100,6 +101,8 @@ def test_cli_prints_toml_that_loads_back(tmp_path):
     ("--preset", "no_such_preset"),
     ("--config", "/no/such/file.toml"),
     ("--preset", "tiny", "stray"),
+    ("--preset", "tiny", "--schedule.max_steps=-5"),
+    ("--preset", "tiny", "--method.threshold=1.5"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(args):
     r = _cli(*args)
@@ -115,3 +118,57 @@ def test_unknown_model_name_is_a_config_error_naming_the_key():
         resolve(["--preset", "demo", "--model.primary=resnet3d10_w1_2"])
     cfg, _ = resolve(["--preset", "demo", "--model.aux=resnet3d18_w1_4"])
     assert cfg.model.aux == "resnet3d18_w1_4"
+
+
+@pytest.mark.parametrize("override, words", [
+    (("schedule.max_steps", "-5"), ["schedule.max_steps must be >= 0", "got -5"]),
+    (("schedule.steps", "-1"), ["schedule.steps must be >= 0", "got -1"]),
+    (("schedule.epochs", "0"), ["schedule.epochs must be > 0 and finite", "got 0"]),
+    (("schedule.warmup_steps", "-3"), ["schedule.warmup_steps", "got -3"]),
+    (("data.labeled_batch", "0"), ["data.labeled_batch must be >= 1", "got 0"]),
+    (("data.unlabeled_batch", "-2"), ["data.unlabeled_batch", "got -2"]),
+    (("data.eval_batch", "0"), ["data.eval_batch", "got 0"]),
+    (("data.primary", "0,8"), ["data.primary must be >= 1 (frames and stride)", "got 0, 8"]),
+    (("data.aux", "16,0"), ["data.aux", "got 16, 0"]),
+    (("data.crop_size", "0"), ["data.crop_size", "got 0"]),
+    (("data.eval_clips", "0"), ["data.eval_clips", "got 0"]),
+    (("data.time_offset", "-1"), ["data.time_offset", "got -1"]),
+    (("method.threshold", "1.5"), ["method.threshold must be in [0, 1]", "got 1.5"]),
+    (("method.threshold", "-0.1"), ["method.threshold", "got -0.1"]),
+    (("method.lambda_u", "-1"), ["method.lambda_u", "got -1"]),
+    (("model.dropout", "1"), ["model.dropout must be in [0, 1)", "got 1"]),
+    (("optim.lr", "0"), ["optim.lr must be > 0", "got 0"]),
+    (("optim.lr", "nan"), ["optim.lr", "got nan"]),
+    (("optim.base_batch", "0"), ["optim.base_batch", "got 0"]),
+    (("run.keep_last", "0"), ["run.keep_last must be >= 1", "got 0"]),
+    (("run.checkpoint_every", "0"), ["run.checkpoint_every", "got 0"]),
+    (("run.log_every", "0"), ["run.log_every", "got 0"]),
+])
+def test_values_no_run_could_use_are_one_line_errors(override, words):
+    cfg = config.apply_overrides(presets.get("tiny"), [override])  # the type is fine: only validate refuses it
+    with pytest.raises(ConfigError) as e:
+        config.validate(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+    with pytest.raises(ConfigError):
+        cli.resolve(["--preset", "tiny", f"--{override[0]}={override[1]}"])
+
+
+def test_every_range_names_a_key_and_every_preset_is_in_range():
+    for dotted, _, _ in config.RANGES:
+        section, key = dotted.split(".")
+        assert hasattr(getattr(config.Config(), section), key), dotted
+    for name in presets.names():
+        config.validate(presets.get(name))
+    edge = [("schedule.max_steps", "0"), ("method.threshold", "0"), ("method.threshold", "1"),
+            ("optim.lr", "inf"), ("run.eval_every", "0"), ("model.num_classes", "0"), ("method.lambda_u", "0")]
+    config.validate(config.apply_overrides(presets.get("tiny"), edge))  # limits that are meaningful values
+
+
+def test_every_command_defaults_to_the_same_preset():
+    """cmpl.config and cmpl.train (and every command built on cli.resolve) use `demo` without --preset."""
+    assert cli.DEFAULT_PRESET == "demo"
+    cfg, _ = cli.resolve([])
+    assert cfg == presets.get("demo")
+    r = _cli()
+    assert r.returncode == 0 and config.from_dict(tomllib.loads(r.stdout)) == presets.get("demo")

@@ -108,3 +108,25 @@ def test_progress_eta_uses_per_method_times(tmp_path):
     p.end(jobs[0], 60.0)
     p.end(jobs[1], 180.0)
     assert p.eta() == "ETA 4m00s"  # one supervised (60 s) + one cmpl (180 s) left
+
+
+def test_results_go_to_an_ignored_folder_and_are_compared_with_the_committed_table():
+    import shutil
+
+    from cmpl.demo import COMMITTED, parse_args, reproduction_line
+
+    args = parse_args([])
+    assert args.out == Path("runs/demo/results") and args.runs == Path("runs/demo")
+    if shutil.which("git") and (REPO / ".git").exists():  # `make demo` leaves `git status` clean
+        assert subprocess.run(["git", "check-ignore", "-q", str(args.out / "README.md")], cwd=REPO).returncode == 0
+    committed = COMMITTED.read_text()
+    table = committed.split("## Table", 1)[1].split("\n## ", 1)[0]
+    assert reproduction_line(table, committed, full=True).startswith("reproduced the committed table")
+    row = next(line for line in table.splitlines() if line.startswith("| CMPL (F) |"))
+    cells = row.split("|")
+    changed = table.replace(row, "|".join(cells[:2] + [" 99.9 ± 0.1 "] + cells[3:]))
+    line = reproduction_line(changed, committed, full=True)
+    assert line.startswith("did NOT reproduce") and "CMPL (F): 99.9 ± 0.1" in line and "Supervised" not in line
+    changed = table.replace(row.split("|")[-2], " 9.9 min ")  # the train time is not compared
+    assert reproduction_line(changed, committed, full=True).startswith("reproduced")
+    assert reproduction_line(table, committed, full=False).startswith("not compared")

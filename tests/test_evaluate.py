@@ -96,7 +96,7 @@ def test_cli_writes_json_for_export_and_full_checkpoint(checkpoints, dataset, tm
     (("--checkpoint", "{run}/checkpoints/primary.pt", "--network", "aux"), ["primary"]),
     (("--checkpoint", "{run}/checkpoints/last.pt", "--data.root", "/no/data"), ["/no/data"]),
     (("--checkpoint", "{run}/checkpoints/last.pt", "--network", "both"), ["--network"]),
-    (("--checkpoint", "{run}/config.toml"), ["cannot read checkpoint"]),
+    (("--checkpoint", "{run}/config.toml"), ["config.toml is not a cmpl checkpoint", "torch.save"]),
 ])
 def test_cli_errors_are_one_line(checkpoints, args, words):
     (checkpoints / "config.toml").write_text("not a checkpoint")

@@ -25,7 +25,7 @@ HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxsc
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
-    """(checkpoint, export folder), written by the CLI as the README shows it (ONNX only when installed)."""
+    """(checkpoint, export folder), written by the CLI as docs/USAGE.md shows it (ONNX only when installed)."""
     root = tmp_path_factory.mktemp("export")
     ckpt = save_tiny(root / "primary.pt", str(root / "no-data"), classes=list(CLASSES), fps="30")
     export.main(["--checkpoint", str(ckpt), "--out", str(root / "export")])
@@ -64,7 +64,7 @@ def test_program_runs_without_cmpl(exported, tmp_path):
     ckpt, out = exported
     x = torch.randn(2, 3, 4, 32, 32)
     np.save(tmp_path / "clip.npy", x.numpy())
-    # The README's three lines, in a fresh interpreter outside the repository.
+    # docs/USAGE.md's three lines, in a fresh interpreter outside the repository.
     code = textwrap.dedent(f"""
         import sys, numpy, torch
         clip = torch.from_numpy(numpy.load({str(tmp_path / "clip.npy")!r}))

@@ -64,3 +64,29 @@ def test_suite_is_dalis_with_two_ops_replaced_in_place():
     changed = {(d, o) for d, o in zip(dalis, ours) if d != o}
     assert changed == {("contrast", "clip_contrast"), ("auto_contrast", "clip_auto_contrast")}
 
+
+
+def test_sharpness_and_equalize_are_dalis_without_its_deprecated_names():
+    """clip_suite's sharpness / equalize: DALI's augmentations (same arguments, same output) calling fn.filter /
+    fn.equalize, so building a pipeline prints no DeprecationWarning that users cannot act on."""
+    import warnings
+
+    from nvidia.dali.auto_aug import augmentations
+
+    ours = {op.name: op for op in rand_augment.clip_suite()}
+    for name in ("sharpness", "equalize"):
+        theirs = getattr(augmentations, name)
+        assert ours[name] is getattr(rand_augment, name)
+        assert (ours[name].mag_range, ours[name].randomly_negate, ours[name].mag_to_param, ours[name].param_device) \
+            == (theirs.mag_range, theirs.randomly_negate, theirs.mag_to_param, theirs.param_device)
+    kernel = augmentations.sharpness_kernel(0.6)
+    for name, param in (("sharpness", kernel), ("equalize", None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = _run(lambda x: getattr(rand_augment, name).op(x, param))
+        assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+        with warnings.catch_warnings(record=True) as caught:  # DALI's own: the warning this test looks for
+            want = _run(lambda x: getattr(augmentations, name).op(x, param))
+        assert [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

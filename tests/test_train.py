@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,10 @@ def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     second = _start(_train_cmd(dataset, tmp_path / "resumed", *common, f"--schedule.max_steps={2 * n}"))
     out = _finish(second)
     assert "resumed from" in out and f"at step {n}" in out
+    # The last line names the checkpoint files, where they are and what each is for.
+    last_line = out.strip().splitlines()[-1]
+    assert last_line.startswith(f"cmpl.train: done at step {2 * n}; checkpoints in {tmp_path / 'resumed'}"), out[-800:]
+    assert all(f in last_line for f in ("last.pt (resume", "primary.pt (F only", "best.pt"))
     _finish(straight)
 
     a, b = _load(tmp_path / "resumed/checkpoints/last.pt"), _load(tmp_path / "straight/checkpoints/last.pt")
@@ -210,11 +215,55 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(dataset, tmp_path):
     (("--optim.lr=fast",), ["optim.lr"]),
     (("--runtime.nope=1",), ["runtime.nope", "seed"]),
     (("--data.split", "50pct_seed0"), ["50pct_seed0"]),
+    (("--schedule.max_steps=-5",), ["schedule.max_steps", ">= 0", "-5"]),
+    (("--data.labeled_batch=0",), ["data.labeled_batch", ">= 1", "got 0"]),
 ])
-def test_user_errors_fail_with_one_line(dataset, tmp_path, extra, words):
-    cmd = _train_cmd(dataset, tmp_path / "bad", "--method.name=supervised", *extra)
+def test_user_errors_fail_with_one_line_and_leave_no_run_folder(dataset, tmp_path, extra, words):
+    run = tmp_path / "runs" / "bad"  # neither folder exists: the failed run must not leave them behind
+    cmd = _train_cmd(dataset, run, "--method.name=supervised", *extra)
     r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr
     assert all(w in lines[0] for w in words), lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_start_keeps_a_folder_it_did_not_create(dataset, tmp_path):
+    run = tmp_path / "mine"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "notes.txt").write_text("the user's")
+    r = subprocess.run(_train_cmd(dataset, run, "--method.name=supervised", "--data.split", "50pct_seed0"),
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert (run / "notes.txt").read_text() == "the user's" and (run / "checkpoints").is_dir()
+
+
+def test_new_folder_is_removed_only_when_it_holds_only_an_unstarted_runs_files(tmp_path):
+    from cmpl.run_folder import NewFolder
+
+    def unstarted(run: Path) -> None:
+        (run / "checkpoints").mkdir(parents=True)
+        for name in ("config.toml", "metrics.jsonl", "events.out.tfevents.1.host"):
+            (run / name).write_text("")
+
+    new = NewFolder.note(tmp_path / "a" / "run")
+    assert new.root == tmp_path / "a"
+    unstarted(tmp_path / "a" / "run")
+    assert new.remove_unstarted() and not (tmp_path / "a").exists()  # with the parent it created
+
+    for extra in ("checkpoints/last.pt", "checkpoints/.last.pt.tmp1", "trainer.lock", "other.txt"):
+        new = NewFolder.note(tmp_path / "b" / "run")
+        unstarted(tmp_path / "b" / "run")
+        (tmp_path / "b" / "run" / extra).write_text("")
+        assert not new.remove_unstarted() and (tmp_path / "b" / "run" / extra).exists(), extra
+        shutil.rmtree(tmp_path / "b")
+
+    new = NewFolder.note(tmp_path / "c")
+    unstarted(tmp_path / "c")
+    os.utime(tmp_path / "c" / "config.toml", (new.since - 60, new.since - 60))  # older than this invocation
+    assert not new.remove_unstarted() and (tmp_path / "c").exists()
+
+    (tmp_path / "d").mkdir()
+    existing = NewFolder.note(tmp_path / "d")  # a resumed run's folder: never a candidate
+    assert existing.root is None and not existing.remove_unstarted() and (tmp_path / "d").exists()

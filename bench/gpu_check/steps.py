@@ -1,198 +1,262 @@
-"""What each step of the check runs, and the step table with its time boxes (bench/README.md)."""
+"""What each step of the check runs, and the step table with its time boxes (bench/README.md).
+
+The boxes are the same on the GPU and in the CPU dry run: the dry run at its rehearsal scale must fit them
+(tests/test_gpu_check.py), which keeps every step's fixed costs -- child processes, imports, pipeline
+builds, dataset encoding -- inside what the GPU run can afford.
+"""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
-from pathlib import Path
-from typing import Any
-
-from cmpl.analysis.runs import AnalysisError, read_metrics
 
 from . import PAPER_PRESET
+from .probe import codec_ok, decoder_line
 from .report import fmt
-from .runner import REPO, CheckError, Context, Result, Step, last_line
-from .verdicts import CMPL_STEPS, judge_cmpl, loss_rows, pytest_counts, train_rows
+from .runner import REPO, CheckError, Context, Result, Skip, Step, last_line
+from .throughput import SIZES
+from .verdicts import bf16_row, e2e_row, train_row
 
-TOTAL_BUDGET_S = 470.0  # leaves ~10 s of the 8 minutes for startup and writing
-# The pipelines' frame-exactness tests, as tests/test_pipelines*.py name them (`pytest -k`).
-PIPELINE_TESTS_K = "exact"
-TRAIN_MODES = ("eager", "amp_cl", "amp_cl_compile")  # bench.train_step's fp32 / bf16+channels_last / +compile
-
-
-def step_wheels(ctx: Context, timeout: float) -> Result:
-    if not ctx.dry_run:
-        return Result("ok", os.environ.get("GPU_CHECK_INSTALL", "not started through bench/gpu_check.sh"))
-    rc, tail = ctx.run(["bash", str(REPO / "bench" / "gpu_wheels.sh"), "selftest"], timeout, "gpu_wheels selftest")
-    if rc is None:
-        raise TimeoutError(f"gpu_wheels.sh selftest exceeded {timeout:.0f} s")
-    return Result("ok" if rc == 0 else "FAIL", last_line(tail))
+TOTAL_BUDGET_S = 280.0  # the sum of the boxes: ~4.7 of the 8 minutes (bench/README.md, "Time budget")
+GPU_ROWS = (("gpu", "h264"), ("gpu", "vp9"), ("cpu", "vp9"))  # H.264 first: NVDEC's surest codec
 
 
-def step_env(ctx: Context, timeout: float) -> Result:
-    info = ctx.worker("env", timeout)
-    gpu = info.get("gpu") or "no GPU"
-    parts = [gpu, f"driver {info.get('driver') or 'n/a'}", f"torch {info['torch']} (CUDA {info.get('cuda')})",
-             f"cuDNN {info.get('cudnn')}", f"DALI {info.get('dali') or 'MISSING'}", f"PyAV {info.get('av') or 'MISSING'}"]
-    if info.get("bf16_peak_tflops"):
-        parts.append(f"bf16 matmul peak {info['bf16_peak_tflops']:.0f} TFLOP/s")
-    missing = [k for k in ("dali", "av") if not info.get(k)]
-    if missing or (not ctx.dry_run and not info.get("gpu")):
-        return Result("FAIL", "; ".join(parts) + f" -- missing: {', '.join(missing) or 'GPU'}", info)
-    return Result("ok", ", ".join(parts), info)
-
-
-def _pipeline_test_files() -> list[str]:
-    return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_pipelines*.py"))
-
-
-def step_decode(ctx: Context, timeout: float) -> Result:
-    t0 = time.monotonic()
-    tests = _pipeline_test_files()
-    counts: dict[str, int] = {}
-    if not tests:
-        test_line, test_ok = "tests/test_pipelines*.py not found", False
-    else:
-        # Dry run: the selection exists (collected, not run: CI runs those tests in their own right).
-        mode = ["--collect-only"] if ctx.dry_run else []
-        rc, tail = ctx.run([ctx.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *mode, "-k", PIPELINE_TESTS_K,
-                            *tests], timeout * 0.6, "pytest pipelines")
-        counts = pytest_counts(tail)
-        if rc is None:
-            test_line, test_ok = "timed out", False
-        elif ctx.dry_run:
-            test_ok = rc == 0 and counts.get("collected", 0) > 0
-            test_line = f"{counts.get('collected', 0)} frame-exactness tests collected (-k {PIPELINE_TESTS_K!r})"
-        else:
-            test_ok = rc == 0 and counts.get("passed", 0) > 0
-            test_line = ", ".join(f"{v} {k}" for k, v in counts.items()) or last_line(tail)
-    agree = ctx.worker("decode", max(5.0, timeout - (time.monotonic() - t0)))
-    ok = test_ok and agree["ok"]
-    summary = f"pipelines tests: {test_line}; loader: {agree['summary']}"
-    return Result("ok" if ok else "FAIL", summary, {"pytest": counts, **agree})
-
-
-def step_loader(ctx: Context, timeout: float) -> Result:
-    m = ctx.worker("loader", timeout)
-    rows = m["rows"]
-    text = ", ".join(f"{r['backend']} {r['codec']} {fmt(r['samples_per_s'])} samples/s" for r in rows)
-    gpu = [r for r in rows if r["backend"] == "gpu"]
-    cpu = [r for r in rows if r["backend"] == "cpu" and r["codec"] == "vp9"]
-    if gpu and cpu:
-        same = [g for g in gpu if g["codec"] == "vp9"]
-        if same and cpu[0]["samples_per_s"]:
-            text += f" (GPU/CPU on VP9: {same[0]['samples_per_s'] / cpu[0]['samples_per_s']:.1f}x)"
-    return Result("ok", f"{text}; {m['setup']}", m)
-
-
-def step_train(ctx: Context, timeout: float) -> Result:
-    """One bench.train_step process per mode, so a compile that overruns the box keeps the other rows."""
-    t0 = time.monotonic()
-    # Dry run: the same CLI and JSON on CPU with bench.train_step's tiny preset, eager only.
-    common = (["--device", "cpu", "--preset", "tiny", "--warmup", "1", "--steps", "2"] if ctx.dry_run
-              else ["--device", "cuda", "--preset", "paper"])
-    data: dict[str, Any] = {}
-    failed: list[str] = []
-    for mode in TRAIN_MODES[:1] if ctx.dry_run else TRAIN_MODES:
-        out = ctx.work / f"train_step_{mode}.json"
-        left = timeout - (time.monotonic() - t0) - 15  # 15 s kept for the FLOP count
-        try:
-            got = ctx.json_of([ctx.python, "-m", "bench.train_step", *common, "--modes", mode, "--json", str(out)],
-                              out, left, f"bench.train_step {mode}")
-        except (TimeoutError, CheckError) as e:
-            failed.append(f"{mode}: {e}")
-            continue
-        data.setdefault("shapes", got["shapes"])
-        data.setdefault("results", []).extend(got["results"])
-    if not data:
-        return Result("FAIL", "; ".join(failed))
-    # FLOPs of exactly the timed shapes, counted apart from the timing (FlopCounterMode slows a step).
-    flops = ctx.worker("flops", max(5.0, timeout - (time.monotonic() - t0)), "--shapes",
-                       json.dumps(data["shapes"]))["total"]
-    peak = None if ctx.dry_run else ctx.results.get("env", Result("", "")).metrics.get("bf16_peak_tflops")
-    rows = train_rows(data, peak, flops)
-    text = "; ".join(f"{r['variant']}: {fmt(r['videos_per_s'])} videos/s, {fmt(r['peak_mem_gib'])} GiB, "
-                     f"MFU {fmt(r['mfu_pct'])}%" for r in rows)
-    base = next((r["videos_per_s"] for r in rows if r["variant"] == "eager"), None)
-    best = max(rows, key=lambda r: r["videos_per_s"] or 0)
-    if base and len(rows) > 1:
-        ratio = best["videos_per_s"] / base
-        text += f"; {best['variant']}/eager fp32 {ratio:.2f}x (target >= 2x: {'met' if ratio >= 2 else 'NOT met'})"
-    sh = data["shapes"]
-    text += (f"; {sh['primary']} {sh['pt']}f + {sh['aux']} {sh['at']}f {sh['size']} px, B_l={sh['bl']} "
-             f"B_u={sh['bu']}: {flops / 1e12:.3f} TFLOP/step, peak {fmt(peak, 0)} TFLOP/s")
-    if failed:
-        text += "; FAILED " + "; ".join(failed)
-    return Result("FAIL" if failed else "ok", text, {"rows": rows, "flops_per_step": flops, "raw": data,
-                                                     "failed": failed})
-
-
-def step_loss(ctx: Context, timeout: float) -> Result:
-    out = ctx.work / "loss.json"
-    # Dry run: CPU, short timing; the compile of every size still runs (bench.loss has no size option).
-    device = ["--device", "cpu", "--min-run-time", "0.05"] if ctx.dry_run else ["--device", "cuda"]
-    data = ctx.json_of([ctx.python, "-m", "bench.loss", *device, "--json", str(out)], out, timeout, "bench.loss")
-    rows = loss_rows(data)
-    text = "; ".join(f"B_u={r['batch']}: eager {fmt(r['eager_us'])} us, compiled {fmt(r['compiled_us'])} us "
-                     f"({fmt(r['speedup'], 2)}x)" for r in rows)
-    if not rows:
-        return Result("FAIL", "no rows in bench.loss output", {"raw": data})
-    big = max(rows, key=lambda r: r["batch"] or 0)
-    if not ctx.dry_run:
-        text += f" (target >= 3x at B_u=320: {'met' if (big['speedup'] or 0) >= 3 else 'NOT met'})"
-    return Result("ok", f"{data.get('device', '')}, {data.get('dtype', '')}: {text}", {"rows": rows, "raw": data})
-
-
-def cmpl_overrides(root: Path, run_dir: Path) -> list[str]:
-    """The paper preset, shortened to 50 steps on the synthetic dataset."""
-    return [f"--data.root={root}", f"--run.dir={run_dir}", f"--schedule.max_steps={CMPL_STEPS}",
-            "--run.log_every=10", "--run.eval_every=0", f"--run.checkpoint_every={CMPL_STEPS}",
-            "--run.progress=false",
-            # Random networks are never 0.9-confident in 50 steps; 0 lets pseudo-labels flow through the
-            # masked losses, as the tiny preset does (the rest stays the paper's size).
-            "--method.threshold=0.0",
-            # The synthetic videos last 3.2 s; K400's 10 s offset would pin every aux clip to an end.
-            "--data.time_offset=1.0"]
-
-
-def step_cmpl(ctx: Context, timeout: float) -> Result:
-    run_dir = ctx.work / "cmpl_run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    root = ctx.synthetic or ctx.work / "synthetic"
-    overrides = cmpl_overrides(root, run_dir)
+def _no_gpu(ctx: Context) -> str | None:
+    """Why GPU rows cannot run at all (dry run, no driver), or None."""
     if ctx.dry_run:
-        # Validates the exact override keys against the config (exit 2 on an unknown key), no GPU needed.
-        rc, tail = ctx.run([ctx.python, "-m", "cmpl.config", "--preset", PAPER_PRESET, *overrides],
-                           timeout, "cmpl.config (dry run)")
-        if rc != 0:
-            return Result("FAIL", f"cmpl.config rejected the step's overrides: {last_line(tail)}")
-        return Result("skip", f"needs a GPU; its {len(overrides)} overrides of {PAPER_PRESET} validated by cmpl.config")
-    t0 = time.monotonic()
-    if not (root / "train.csv").is_file():
-        rc, tail = ctx.run([ctx.python, "-m", "preprocess.synthetic", "--out", str(root), "--per-class", "12",
-                            "--val-per-class", "2"], timeout * 0.4, "preprocess.synthetic")
-        if rc != 0:
-            return Result("FAIL", f"no synthetic dataset (carry bench/wheels/synthetic, bench/README.md): "
-                                  f"{last_line(tail)}")
-    rc, tail = ctx.run([ctx.python, "-m", "cmpl.train", "--preset", PAPER_PRESET, *overrides],
-                       timeout - (time.monotonic() - t0), "cmpl.train")
-    if rc is None:
-        raise TimeoutError(f"cmpl.train exceeded its time box: {last_line(tail)}")
-    why = last_line(tail)
-    try:
-        records = read_metrics(run_dir)
-    except AnalysisError as e:  # no metrics.jsonl, or a bad line in it: judged as a run without records
-        records, why = [], f"{e}; {why}"
-    return judge_cmpl(records, rc, why)
+        return "no GPU in the dry run (CUDA_VISIBLE_DEVICES=''): the CPU rows exercise this code"
+    probe = ctx.facts.get("probe") or {}
+    return probe.get("cuda_why")
 
 
-STEPS: list[Step] = [  # number, key, title, function, time box on GPU (s), time box in the dry run (s)
-    Step(0, "wheels", "wheel install", step_wheels, 5, 30),
-    Step(1, "env", "environment", step_env, 40, 45),
-    Step(2, "decode", "DALI decode correctness", step_decode, 70, 90),
-    Step(3, "loader", "loader throughput", step_loader, 60, 75),
-    Step(4, "train", "training step", step_train, 150, 90),
-    Step(5, "loss", "fused loss", step_loss, 50, 120),
-    Step(6, "cmpl", "50-step CMPL run", step_cmpl, 100, 30),
+def _gpu_codec_skip(ctx: Context, codec: str, size: tuple[int, int] | None) -> str | None:
+    return _no_gpu(ctx) or codec_ok(ctx.facts, codec, size)
+
+
+def _runnable(ctx: Context, kind: str, size: tuple[int, int]) -> list[tuple[str, str]]:
+    """GPU_ROWS that can run here; the others are filed at once as skip rows, each with its reason."""
+    rows = []
+    for backend, codec in GPU_ROWS:
+        why = _gpu_codec_skip(ctx, codec, size) if backend == "gpu" else None
+        if why:
+            ctx.row(f"{kind} {backend} {codec}", Result("skip", why))
+        else:
+            rows.append((backend, codec))
+    return rows
+
+
+BACKGROUND = {"fixtures": {2}, "datasets": {3, 5}}  # background job -> the steps that need it
+
+
+def start_background(ctx: Context, selected: set[int]) -> None:
+    """Encode the test videos in the background (PyAV, a process pool) while the first steps run; a job
+    whose output is already in the work folder (a rerun with the same --work) is not run again."""
+    common = ["--work", str(ctx.work)] + (["--dry-run"] if ctx.dry_run else [])
+    for job, needed_by in BACKGROUND.items():
+        if needed_by & selected and not (ctx.work / f"{job}.json").is_file():
+            ctx.spawn(job, [ctx.python, "-m", "bench.gpu_check", "--worker", job, "--json",
+                            str(ctx.work / f"{job}.json"), *common])
+
+
+# ---- step 0 --------------------------------------------------------------------------------------------
+def step_probe(ctx: Context) -> None:
+    def wheels(timeout: float) -> Result:
+        if not ctx.dry_run:
+            return Result("ok", os.environ.get("GPU_CHECK_INSTALL", "not started through bench/gpu_check.sh"))
+        rc, tail = ctx.run(["bash", str(REPO / "bench" / "gpu_wheels.sh"), "selftest"], timeout,
+                           "gpu_wheels selftest")
+        if rc is None:
+            raise TimeoutError(f"gpu_wheels.sh selftest exceeded {timeout:.0f} s")
+        return Result("ok" if rc == 0 else "FAIL", last_line(tail))
+
+    ctx.measure("carried packages", wheels, share=0.5)
+
+    def probe(timeout: float) -> Result:
+        p = ctx.worker("probe", timeout)
+        ctx.facts["probe"] = p
+        caps = f"NVIDIA_DRIVER_CAPABILITIES={p.get('capabilities')}"
+        if p.get("cuda_why"):
+            return Result("skip" if ctx.dry_run else "FAIL", f"{p['cuda_why']}; {caps}", p)
+        head = (f"{p.get('gpu')}, driver {p.get('driver')} (CUDA {p.get('cuda_driver')}), {caps}, "
+                f"libnvcuvid {'present' if p.get('nvcuvid') else 'MISSING'}")
+        if p.get("nvdec_why") and not p.get("decoders"):
+            return Result("FAIL", f"{head}: {p['nvdec_why']}", p)
+        text = f"{head}; NVDEC 8-bit 4:2:0 min..max: {decoder_line(p['decoders'])}"
+        return Result("FAIL" if p.get("nvdec_why") else "ok", text, p)
+
+    ctx.measure("driver + NVDEC", probe)
+
+    def cudnn(timeout: float) -> Result:
+        p = ctx.facts.get("probe")
+        if p is None:
+            raise Skip("the probe did not run")
+        if p.get("torch_error"):
+            return Result("FAIL", f"torch does not import: {p['torch_error']}")
+        v = p.get("cudnn")
+        text = f"cuDNN {v // 10000}.{v // 100 % 100}.{v % 100} (torch {p.get('torch')})" if v else "no cuDNN"
+        if p.get("cudnn_warning"):
+            return Result("ok", f"{text}; WARNING: {p['cudnn_warning']}", p)
+        return Result("ok", f"{text}: not in 9.8-9.14, no bf16 Conv3d slow path", p)
+
+    ctx.measure("cuDNN", cudnn)
+
+
+# ---- step 1 --------------------------------------------------------------------------------------------
+def step_env(ctx: Context) -> None:
+    def env(timeout: float) -> Result:
+        info = ctx.worker("env", timeout)
+        ctx.facts["env"] = info
+        parts = [info.get("gpu") or "no GPU", f"torch {info['torch']} (CUDA {info.get('cuda')})",
+                 f"DALI {info.get('dali') or 'MISSING'}", f"PyAV {info.get('av') or 'MISSING'}",
+                 f"numpy {info.get('numpy') or 'MISSING'}", f"{info.get('cpus')} CPUs"]
+        if info.get("bf16_peak_tflops"):
+            parts.append(f"bf16 matmul peak {info['bf16_peak_tflops']:.0f} TFLOP/s")
+        missing = [k for k in ("dali", "av", "numpy", "tomli_w") if not info.get(k)]
+        errors = "; ".join(info[f"{k}_error"] for k in missing if info.get(f"{k}_error"))
+        if missing or (not ctx.dry_run and not info.get("gpu")):
+            return Result("FAIL", ", ".join(parts) + f" -- missing: {', '.join(missing) or 'GPU'} {errors}", info)
+        return Result("ok", ", ".join(parts), info)
+
+    ctx.measure("versions + matmul peak", env)
+
+
+# ---- step 2 --------------------------------------------------------------------------------------------
+def step_decode(ctx: Context) -> None:
+    from .decode import FIXTURE_SIZE
+
+    size = (FIXTURE_SIZE[1], FIXTURE_SIZE[0])
+
+    def fixtures(timeout: float) -> Result:
+        ctx.wait_for("fixtures", timeout)
+        import json
+
+        got = json.loads((ctx.work / "fixtures.json").read_text())
+        if not got.get("h264_frames_ok"):
+            return Result("FAIL", "the H.264 copy of the fixtures does not decode to its frame counts (PyAV)")
+        return Result("ok", f"indexed fixtures {size[0]}x{size[1]}, VP9 + H.264 copy (frame counts checked with "
+                            f"PyAV)", got)
+
+    ctx.measure("fixtures", fixtures, share=0.5)
+    files: dict[tuple[str, str], str] = {}
+    rows = _runnable(ctx, "decode", size)
+    for i, (backend, codec) in enumerate(rows):
+        def row(timeout: float, backend: str = backend, codec: str = codec) -> Result:
+            got = ctx.worker("decode", timeout, "--shapes", f"{backend} {codec}")
+            files[(backend, codec)] = got["file"]
+            good, total = got["exact"]
+            return Result("ok" if got["ok"] else "FAIL", f"frame-exact weak clips {good}/{total} "
+                          f"(8x2 + 16x1 clips, 128-px crops, RandAugment off)", got)
+
+        ctx.measure(f"decode {backend} {codec}", row, share=1 / (len(rows) + 1 - i))
+
+    def agree(timeout: float) -> Result:
+        from .decode import AGREE_MEAN, AGREE_P99
+
+        pair = (files.get(("gpu", "vp9")), files.get(("cpu", "vp9")))
+        label = "gpu vs cpu"
+        if ctx.dry_run and pair[1]:
+            pair, label = (pair[1], pair[1]), "dry run: cpu vs itself (exercises the comparison)"
+        if not all(pair):
+            raise Skip("needs both the GPU and the CPU VP9 rows")
+        got = ctx.worker("agree", timeout, "--shapes", " ".join(pair))  # type: ignore[arg-type]
+        text = (f"{label}, same weak views of VP9: indices {'equal' if got['same_indices'] else 'DIFFER'}, "
+                f"luma |diff| mean {got['mean']:.2f} p99 {got['p99']:.1f} max {got['max']:.0f} /255 "
+                f"(limits {AGREE_MEAN}, {AGREE_P99})")
+        return Result("ok" if got["ok"] else "FAIL", text, got)
+
+    ctx.measure("luma agreement vp9", agree)
+
+
+# ---- step 3 --------------------------------------------------------------------------------------------
+def step_loader(ctx: Context) -> None:
+    videos, frames, (h, w) = SIZES["dry" if ctx.dry_run else "gpu"]
+
+    def datasets(timeout: float) -> Result:
+        ctx.wait_for("datasets", timeout)
+        import json
+
+        got = json.loads((ctx.work / "datasets.json").read_text())
+        text = ", ".join(f"{c} {d['kbps']:.0f} kbit/s" for c, d in got.items())
+        return Result("ok", f"{videos} synthetic videos {w}x{h} x {frames} frames per codec, 10 classes ({text}; "
+                            f"encoded in the background from step 0)", got)
+
+    ctx.measure("datasets", datasets, share=0.5)
+    rates: dict[tuple[str, str], float] = {}
+    rows = _runnable(ctx, "loader", (w, h))
+    for i, (backend, codec) in enumerate(rows):
+        def row(timeout: float, backend: str = backend, codec: str = codec) -> Result:
+            got = ctx.worker("loader", timeout, "--shapes", f"{backend} {codec}")
+            rates[(backend, codec)] = got["samples_per_s"]
+            text = (f"{fmt(got['samples_per_s'])} samples/s (weak views of {got['clips']} clips, "
+                    f"{got['crop']} crops of {got['short_side']}, batch {got['batch']}, {got['threads']} DALI threads)")
+            if backend == "cpu" and ("gpu", "vp9") in rates and got["samples_per_s"]:
+                text += f"; GPU/CPU on VP9: {rates[('gpu', 'vp9')] / got['samples_per_s']:.1f}x"
+            return Result("ok", text, got)
+
+        ctx.measure(f"loader {backend} {codec}", row, share=1 / (len(rows) - i))
+
+
+# ---- step 4 --------------------------------------------------------------------------------------------
+def _peak(ctx: Context) -> float | None:
+    return None if ctx.dry_run else (ctx.facts.get("env") or {}).get("bf16_peak_tflops")
+
+
+def _train_mode(ctx: Context, mode: str, timeout: float) -> Result:
+    if (why := _no_gpu(ctx)) and not ctx.dry_run:
+        raise Skip(why)
+    return train_row(ctx.worker("train", timeout, "--shapes", mode), _peak(ctx))
+
+
+def step_train(ctx: Context) -> None:
+    ctx.measure("train step eager fp32", lambda t: _train_mode(ctx, "eager", t), share=1 / 3)
+    ctx.measure("train step bf16 + channels_last", lambda t: _train_mode(ctx, "amp_cl", t), share=1 / 2)
+
+    def bf16(timeout: float) -> Result:
+        if (why := _no_gpu(ctx)) and not ctx.dry_run:
+            raise Skip(why)
+        return bf16_row(ctx.worker("bf16", timeout))
+
+    ctx.measure("bf16 vs fp32 forward (R50-3D)", bf16)
+
+
+# ---- step 5 --------------------------------------------------------------------------------------------
+def step_cmpl(ctx: Context) -> None:
+    _, _, (h, w) = SIZES["dry" if ctx.dry_run else "gpu"]
+
+    def run(timeout: float) -> Result:
+        t0 = time.monotonic()
+        if ctx.dry_run:
+            codec = "vp9"  # the CPU backend's codec
+        elif why := _no_gpu(ctx):
+            raise Skip(why)
+        else:  # the datasets' codec the probe says this GPU decodes, VP9 (preprocess's) first
+            ok = [c for c in ("vp9", "h264") if codec_ok(ctx.facts, c, (w, h)) is None]
+            if not ok:
+                raise Skip(f"neither VP9 nor H.264 decodes on this GPU: {codec_ok(ctx.facts, 'vp9', (w, h))}")
+            codec = ok[0]
+        ctx.wait_for("datasets", timeout)
+        try:
+            got = ctx.worker("e2e", timeout - (time.monotonic() - t0), "--shapes", codec)
+        except CheckError as e:
+            return Result("FAIL", str(e))
+        return e2e_row(got, "")
+
+    preset = "tiny" if ctx.dry_run else PAPER_PRESET
+    ctx.measure(f"cmpl.train --preset {preset}", run)
+
+
+# ---- step 6 --------------------------------------------------------------------------------------------
+def step_compile(ctx: Context) -> None:
+    ctx.measure("train step bf16 + channels_last + compile",
+                lambda t: _train_mode(ctx, "amp_cl_compile", t))
+
+
+STEPS: list[Step] = [  # number, key, title, function, time box (s): the same on the GPU and in the dry run
+    Step(0, "probe", "driver, NVDEC, cuDNN", step_probe, 20),
+    Step(1, "env", "environment", step_env, 20),
+    Step(2, "decode", "DALI decode correctness", step_decode, 40),
+    Step(3, "loader", "loader throughput", step_loader, 45),
+    Step(4, "train", "training step", step_train, 45),
+    Step(5, "cmpl", "cmpl.train end to end", step_cmpl, 55),
+    Step(6, "compile", "torch.compile", step_compile, 55),
 ]
+assert sum(s.box_s for s in STEPS) == TOTAL_BUDGET_S

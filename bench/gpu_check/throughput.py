@@ -1,8 +1,10 @@
-"""Worker `loader`: unlabeled samples/s of the DALI loader, GPU ('mixed') vs CPU backend (step 3).
+"""Step 3's loader throughput and step 5's dataset: synthetic videos encoded there with PyAV.
 
-The videos are `preprocess.synthetic`'s content, encoded here with PyAV at `preprocess/encode.py`'s settings
-(the GPU machine has no ffmpeg CLI; PyAV links the same libx264/libvpx); the clip and crop sizes are the
-paper preset's.
+`make_datasets` (the background job `datasets`, started at step 0) writes one dataset folder per codec:
+10 classes of `preprocess.synthetic`'s drawing at the preprocessed datasets' size (340x256, short side 256, so
+no resize), encoded with PyAV at `preprocess/encode.py`'s settings (the GPU machine has no ffmpeg CLI; PyAV
+links the same libx264/libvpx); split 1pct_seed0 labels one video per class. `samples_per_s` times the
+unlabeled loader's weak views (RandAugment off: no AutoGraph-traced graph to build) at the paper's clips.
 """
 from __future__ import annotations
 
@@ -14,24 +16,34 @@ from typing import Any
 
 from . import PAPER_PRESET
 
-# The throughput videos last 5 s: K400's 10-s offset would pin every aux clip to an end of the video.
+# The videos last 4 s: the paper's 64-frame windows plus 1-s offsets fit; K400's 10-s offset would pin
+# every aux clip to an end of the video.
 TIME_OFFSET_S = {"paper": 1.0, "tiny": 0.5}
-# Unlabeled samples per loader batch (4 clips each): a throughput setting, not a training size.
-LOADER_BATCH = 16
+CLASSES = 10
+# (videos per codec, frames, (H, W)) on the GPU machine and in the CPU rehearsal.
+SIZES = {"gpu": (40, 100, (256, 340)), "dry": (16, 24, (40, 56))}
+# Unlabeled samples per loader batch and (warm-up, timed) batches per backend; warm-up 3 > DALI's prefetch
+# depth 2, so the timed batches come at the steady rate, not from a queue filled during the build.
+BATCH = {"gpu": 16, "cpu": 4, "dry": 2}
+BATCHES = {"gpu": (3, 12), "cpu": (2, 4), "dry": (1, 2)}
 
 
-def loader_spec(preset: str, time_offset: float) -> Any:
-    """The training clips (pipelines.sampling.ClipSpec) of cmpl preset `preset`, with `time_offset` seconds."""
+def loader_spec(preset: str, time_offset: float, weak_only: bool = True) -> Any:
+    """The training clips (pipelines.sampling.ClipSpec) of cmpl preset `preset`, with `time_offset` seconds;
+    `weak_only`: RandAugment off (ra_ops 0), so the pipeline has no RandAugment graph."""
+    import dataclasses
+
     from cmpl import components, presets
 
     data = presets.get(preset).data
     data.time_offset = time_offset
-    return components.clip_spec(data)
+    spec = components.clip_spec(data)
+    return dataclasses.replace(spec, ra_ops=0) if weak_only else spec
 
 
 def _encode_one(job: tuple[str, int, int, int, str, int]) -> int:
-    """Render synthetic video `index` (preprocess.synthetic's content: panning texture, noise, a moving
-    shape) at (h, w) and encode it like the real datasets; returns the file size in bytes."""
+    """Render synthetic video `index` (preprocess.synthetic's quick drawing, class index % 10) at (h, w) and
+    encode it like the real datasets; returns the file size in bytes."""
     import av
 
     from preprocess.encode import EncodeSettings, encoder_options
@@ -40,7 +52,7 @@ def _encode_one(job: tuple[str, int, int, int, str, int]) -> int:
     path, frames, h, w, codec, index = job
     settings = EncodeSettings(codec=codec)
     encoder, options = encoder_options(settings)
-    video = render_video(VideoSpec(label=index % 10, subset="train", index=index, seed=0, frames=frames,
+    video = render_video(VideoSpec(label=index % CLASSES, subset="train", index=index, seed=0, frames=frames,
                                    width=w, height=h))
     with av.open(path, "w") as out:
         stream = out.add_stream(encoder, rate=settings.fps)
@@ -52,11 +64,12 @@ def _encode_one(job: tuple[str, int, int, int, str, int]) -> int:
     return os.path.getsize(path)
 
 
-def throughput_dataset(root: Path, codec: str, videos: int, frames: int, size: tuple[int, int]
-                       ) -> tuple[Path, float]:
-    """A one-class dataset folder of `videos` synthetic videos at `size` = (H, W) in `codec` ("vp9" |
-    "h264"), encoded in parallel, one labeled video; returns it and the mean bitrate in kbit/s."""
-    import multiprocessing as mp
+def throughput_dataset(root: Path, codec: str, videos: int, frames: int, size: tuple[int, int], pool: Any
+                       ) -> dict[str, Any]:
+    """A 10-class dataset folder of `videos` synthetic videos at `size` = (H, W) in `codec` ("vp9" | "h264"):
+    train.csv (all), val.csv (the first video of each class again: a throughput run, not an evaluation),
+    splits/1pct_seed0.txt (one per class), meta.json with the codec. Returns its facts."""
+    import json
 
     from cmpl.atomic import write_text
     from pipelines.dataset import CSV_HEADER
@@ -64,21 +77,38 @@ def throughput_dataset(root: Path, codec: str, videos: int, frames: int, size: t
     from preprocess.fsutil import atomic_write_csv
 
     settings = EncodeSettings(codec=codec)
-    rels = [f"videos/train/x/x_{i:04d}{settings.ext}" for i in range(videos)]
-    (root / "videos" / "train" / "x").mkdir(parents=True, exist_ok=True)
-    # fork: no re-import of torch per process; nothing has touched CUDA or DALI in this process yet.
-    with mp.get_context("fork").Pool(min(16, os.cpu_count() or 1)) as pool:
-        sizes = pool.map(_encode_one, [(str(root / r), frames, size[0], size[1], codec, i)
-                                       for i, r in enumerate(rels)])
-    write_text(root / "classes.txt", "x\n")
-    atomic_write_csv(root / "train.csv", CSV_HEADER, [[r, 0, frames, settings.fps, size[1], size[0]] for r in rels])
-    write_text(root / "splits" / "1pct_seed0.txt", f"{rels[0]}\n")
-    return root, sum(sizes) * 8 / 1000 / (videos * frames / float(settings.fps))
+    rels = [f"videos/train/c{i % CLASSES}/v_{i:04d}{settings.ext}" for i in range(videos)]
+    for c in range(CLASSES):
+        (root / "videos" / "train" / f"c{c}").mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    sizes = pool.map(_encode_one, [(str(root / r), frames, size[0], size[1], codec, i) for i, r in enumerate(rels)])
+    rows = [[r, i % CLASSES, frames, settings.fps, size[1], size[0]] for i, r in enumerate(rels)]
+    write_text(root / "classes.txt", "".join(f"c{c}\n" for c in range(CLASSES)))
+    atomic_write_csv(root / "train.csv", CSV_HEADER, rows)
+    atomic_write_csv(root / "val.csv", CSV_HEADER, rows[:CLASSES])
+    write_text(root / "splits" / "1pct_seed0.txt", "".join(f"{r}\n" for r in rels[:CLASSES]))
+    write_text(root / "failures.csv", "source,reason\n")
+    write_text(root / "meta.json", json.dumps({"source": "bench.gpu_check", "codec": codec, "fps": 25}))
+    kbps = sum(sizes) * 8 / 1000 / (videos * frames / float(settings.fps))
+    return {"root": str(root), "codec": codec, "videos": videos, "frames": frames, "size": [size[1], size[0]],
+            "kbps": kbps, "encode_s": time.monotonic() - t0}
+
+
+def worker_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    """Background job: the H.264 and VP9 dataset folders (work/tp_h264, work/tp_vp9), in a process pool."""
+    import multiprocessing as mp
+
+    work = Path(args.work)
+    videos, frames, size = SIZES["dry" if args.dry_run else "gpu"]
+    # fork: no re-import of torch per process; nothing has touched CUDA or DALI in this process.
+    with mp.get_context("fork").Pool(max(1, min(16, (os.cpu_count() or 2) - 2))) as pool:
+        return {codec: throughput_dataset(work / f"tp_{codec}", codec, videos, frames, size, pool)
+                for codec in ("h264", "vp9")}
 
 
 def samples_per_s(root: Path, backend: str, batch: int, warmup: int, timed: int, threads: int, spec: Any) -> float:
-    """Unlabeled samples (4 clips each) per second on DALI's `backend` ("gpu" | "cpu") over `timed` batches
-    after `warmup` batches; `spec`: the pipelines.sampling.ClipSpec of the clips."""
+    """Unlabeled samples (weak views of F's and A's clips) per second on DALI's `backend` ("gpu" | "cpu")
+    over `timed` batches after `warmup` ones; `spec`: the pipelines.sampling.ClipSpec of the clips."""
     import torch
 
     import pipelines
@@ -96,44 +126,26 @@ def samples_per_s(root: Path, backend: str, batch: int, warmup: int, timed: int,
         b = next(it)
     if device == "cuda":
         torch.cuda.synchronize()
-    assert set(b) >= {"primary_weak", "primary_strong", "aux_weak", "aux_strong"}
+    assert set(b) >= {"primary_weak", "aux_weak"}
     return batch * timed / (time.perf_counter() - t0)
 
 
 def worker_loader(args: argparse.Namespace) -> dict[str, Any]:
-    """Rows {backend, codec, threads, samples_per_s} and a setup line; the dry run: CPU, tiny preset sizes."""
-    from preprocess.encode import EncodeSettings
+    """One row (`--shapes "backend codec"`): samples/s of the weak-view loader, the preset's DALI threads."""
+    from cmpl import presets
 
+    backend, codec = args.shapes.split()
     work = Path(args.work)
-    cores = os.cpu_count() or 1
-    if args.dry_run:
-        tiny = loader_spec("tiny", TIME_OFFSET_S["tiny"])
-        root, kbps = throughput_dataset(work / "tp_vp9", "vp9", 6, 24, (40, 56))
-        sps = samples_per_s(root, "cpu", 2, 1, 2, 2, tiny)
-        return {"rows": [{"backend": "cpu", "codec": "vp9", "samples_per_s": sps, "threads": 2}],
-                "setup": f"dry run: 6 synthetic VP9 videos 56x40 ({kbps:.0f} kbit/s), {_clips(tiny)} clips, "
-                         f"{tiny.crop_size} px crops, batch 2, 2 timed batches"}
-    paper = loader_spec(PAPER_PRESET, TIME_OFFSET_S["paper"])
-    # The preprocessed datasets' short side, 4:3 (even width), 5 s: the window plus offsets fits.
-    short = EncodeSettings().short_side
-    size, frames, videos, batch = (short, short * 4 // 3 // 2 * 2), 125, 48, LOADER_BATCH
-    rows = []
-    t0 = time.monotonic()
-    vp9, vp9_kbps = throughput_dataset(work / "tp_vp9", "vp9", videos, frames, size)
-    h264, h264_kbps = throughput_dataset(work / "tp_h264", "h264", videos, frames, size)
-    made = time.monotonic() - t0
-    # Warm-up 3 > DALI's prefetch depth 2: the timed batches are produced at the steady rate, not
-    # handed out from a queue filled during the build.
-    for backend, codec, root, threads, timed in (("gpu", "h264", h264, 8, 20), ("gpu", "vp9", vp9, 8, 20),
-                                                 ("cpu", "vp9", vp9, cores, 8)):
-        rows.append({"backend": backend, "codec": codec, "threads": threads, "batches": timed,
-                     "samples_per_s": samples_per_s(root, backend, batch, 3, timed, threads, paper)})
-    return {"rows": rows, "setup": f"{videos} synthetic videos {size[1]}x{size[0]} x {frames} frames, GOP "
-                                   f"{EncodeSettings().gop} (H.264 {h264_kbps:.0f}, VP9 {vp9_kbps:.0f} kbit/s), "
-                                   f"batch {batch}, {_clips(paper)} clips, {paper.crop_size} crops of "
-                                   f"{paper.short_side} (datasets made in {made:.0f} s)"}
+    preset = "tiny" if args.dry_run else PAPER_PRESET
+    spec = loader_spec(preset, TIME_OFFSET_S["tiny" if args.dry_run else "paper"])
+    threads = presets.get(PAPER_PRESET).data.num_threads  # what training runs with (2), not all cores
+    key = "dry" if args.dry_run else backend
+    warmup, timed = BATCHES[key]
+    sps = samples_per_s(work / f"tp_{codec}", backend, BATCH[key], warmup, timed, threads, spec)
+    return {"backend": backend, "codec": codec, "samples_per_s": sps, "threads": threads, "batch": BATCH[key],
+            "batches": timed, "clips": clips_text(spec), "crop": spec.crop_size, "short_side": spec.short_side}
 
 
-def _clips(spec: Any) -> str:
+def clips_text(spec: Any) -> str:
     """"8x8 + 16x4": (frames x stride) of F's and A's clips."""
     return " + ".join(f"{t}x{s}" for t, s in (spec.primary, spec.aux))

@@ -7,6 +7,7 @@ difference is Student's t across those splits.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -132,11 +133,58 @@ def plot_rows(table: dict, variants: Sequence[Any], splits: Sequence[str], path:
     return save_figure(fig, path)
 
 
+PL_CURVES = (("mask_f", "mask rate of F"), ("pl_acc_f", "pseudo-label accuracy for F"),
+             ("mask_a", "mask rate of A"), ("pl_acc_a", "pseudo-label accuracy for A"))
+
+
+def pl_curves(results: Sequence[Any]) -> dict[tuple[str, str], dict[str, tuple[list[int], list[float]]]]:
+    """(variant, split) -> statistic -> (steps, mean over seeds) of the mask rates and pseudo-label accuracies
+    logged in each run's metrics.jsonl (runs without unlabeled data have none)."""
+    per: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = {}
+    for r in results:
+        path = Path(r.job.run_dir) / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") != "train":
+                continue
+            for key, _ in PL_CURVES:
+                if key in rec:
+                    per.setdefault((r.job.variant.name, r.job.split), {}).setdefault(key, {}) \
+                        .setdefault(rec["step"], []).append(rec[key])
+    return {k: {s: (sorted(v), [statistics.fmean(v[t]) for t in sorted(v)]) for s, v in stats.items()}
+            for k, stats in per.items()}
+
+
+def second_half(curve: tuple[list[int], list[float]]) -> float:
+    """Mean of a logged curve over the second half of training."""
+    steps, values = curve
+    half = [v for t, v in zip(steps, values) if t > steps[-1] / 2] or values
+    return statistics.fmean(half)
+
+
+def plot_pl_curves(curves: dict, path: Path) -> Path:
+    """One panel per (variant, split): mask rate and pseudo-label accuracy of each network over training."""
+    keys = sorted(curves)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for stat, label in PL_CURVES:
+            if stat in curves[key]:
+                ax.plot(*curves[key][stat], label=label, linestyle="-" if stat.startswith("mask") else "--")
+        ax.set_title(f"{key[0]}, {key[1]}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], context: dict[str, str]) -> Path:
     """Write OUT/results.json, OUT/top1.png and OUT/README.md; returns the README's path."""
     rs = rows(results)
     write_json(out / "results.json", {"runs": rs})
-    table, table_a = _by(rs), _by(rs, "aux")
+    table, table_a, table_ema = _by(rs), _by(rs, "aux"), _by(rs, "primary_ema")
     splits = list(dict.fromkeys(r["split"] for r in rs))
     present = [v for v in variants if any((v.name, s) in table for s in splits)]
     plot = plot_rows(table, present, splits, out / "top1.png")
@@ -145,8 +193,11 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
              f"wall time of this invocation {context['wall_time']} (CPU time of its subprocesses "
              f"{context['cpu_time']}), train + eval wall time recorded for the runs, summed over the invocations "
              f"that did them: {sum(r.train_s + r.eval_s for r in results) / 60:.1f} min. Top-1 (%) of the "
-             "primary network F, final weights (last.pt), 10 clips x 3 crops; each seed is its own labeled split.",
-             "", "| row | split | top-1 F (mean ± std) | per split | top-1 A |", "|---|---|---|---|---|"]
+             f"primary network F, final weights (last.pt), {context.get('views', '10 clips x 3 crops')}; each seed "
+             "is its own labeled split." + (" EMA: F's exponential moving average of the weights (the same "
+                                           "checkpoint)." if table_ema else ""),
+             "", "| row | split | top-1 F (mean ± std) | per split | top-1 F EMA | per split (EMA) | top-1 A |",
+             "|---|---|---|---|---|---|---|"]
     for split in splits:
         for v in present:
             vals = table.get((v.name, split))
@@ -157,8 +208,10 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
             label = v.title or v.name
             if split == "all":
                 label += " — ceiling: every training video labeled"
+            e = table_ema.get((v.name, split))
+            per_e = ", ".join(f"{e[s]:.1f}" for s in sorted(e)) if e else ""
             lines.append(f"| {label} | {split} | {_pm(list(vals.values()))} | {per} | "
-                         f"{_pm(list(a.values())) if a else ''} |")
+                         f"{_pm(list(e.values())) if e else ''} | {per_e} | {_pm(list(a.values())) if a else ''} |")
     lines += ["", "## Paired differences (top-1 points of F, split by split)", ""]
     for split in splits:
         for a, b in comparisons(present):
@@ -166,6 +219,25 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
             if p is not None:
                 lines.append(f"- {sentence(a, b, split, p)} Per split: "
                              + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    if table_ema:
+        lines += ["", "## Paired differences of the EMA weights (top-1 points of F's EMA, split by split)", ""]
+        for split in splits:
+            for a, b in comparisons(present):
+                p = paired(table_ema, a, b, split)
+                if p is not None:
+                    lines.append(f"- {sentence(a, b, split, p)} Per split: "
+                                 + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    curves = pl_curves(results)
+    if curves:
+        lines += ["", "## Pseudo-labels over training", "",
+                  "Mean over splits of the logged mask rate (share of unlabeled clips whose pseudo-label passed "
+                  "the threshold) and pseudo-label accuracy (of those, the share equal to the hidden label), in "
+                  "the second half of training:", "", "| row | split | " + " | ".join(
+                      label for _, label in PL_CURVES) + " |", "|---|---|" + "---|" * len(PL_CURVES)]
+        for (name, split), stats in sorted(curves.items()):
+            cells = [f"{100 * second_half(stats[k]):.1f}%" if k in stats else "" for k, _ in PL_CURVES]
+            lines.append(f"| {name} | {split} | " + " | ".join(cells) + " |")
+        lines += ["", f"![mask rate and pseudo-label accuracy]({plot_pl_curves(curves, out / 'pseudo_labels.png').name})"]
     if context.get("classes") and context.get("test_videos"):
         lines += ["", "## Against chance", "",
                   chance_note(table, classes=int(context["classes"]), test_videos=int(context["test_videos"]))]

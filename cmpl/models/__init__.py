@@ -39,10 +39,12 @@ def spec(name: str) -> tuple[int, float]:
     return depth, float(width)
 
 
-def build(name: str, *, num_classes: int, layout: Layout = "cmpl", dropout: float = 0.5) -> ResNet3d:
+def build(name: str, *, num_classes: int, layout: Layout = "cmpl", dropout: float = 0.5,
+          stem: str = "imagenet") -> ResNet3d:
     """Build a registered variant. Input `(N, 3, T, H, W)`, output logits `(N, num_classes)`."""
     depth, width = spec(name)
-    return resnet3d(depth=depth, width=width, num_classes=num_classes, layout=layout, dropout=dropout)
+    return resnet3d(depth=depth, width=width, num_classes=num_classes, layout=layout, dropout=dropout,
+                    stem=stem)
 
 
 __all__ = ["DEPTHS", "LAYOUTS", "Layout", "ResNet3d", "build", "names", "resnet3d", "spec"]

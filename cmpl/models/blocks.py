@@ -24,21 +24,39 @@ def conv_bn(c_in: int, c_out: int, kernel: Triple, stride: Triple = (1, 1, 1)) -
     )
 
 
+STEMS = ("imagenet", "small", "cifar")
+
+
 class Stem(nn.Module):
-    """conv1 + BN + ReLU + max-pool; spatial size / 4, T unchanged.
+    """conv1 + BN + ReLU (+ max-pool); T unchanged.
 
     ::
 
+        "imagenet" (the paper's; spatial size / 4):
         x (N, C_in, T, H, W)
           -> Conv3d k=(kt,7,7) s=(1,2,2) -> BN -> ReLU   (N, C, T, H/2, W/2)
           -> MaxPool3d k=(1,3,3) s=(1,2,2)               (N, C, T, H/4, W/4)
+        "small" (low-resolution clips; spatial size / 2):
+          -> Conv3d k=(kt,3,3) s=(1,2,2) -> BN -> ReLU   (N, C, T, H/2, W/2)
+        "cifar" (as CIFAR ResNets; spatial size kept):
+          -> Conv3d k=(kt,3,3) s=1 -> BN -> ReLU         (N, C, T, H, W)
+
+    The ImageNet stem takes a 32-px crop to 8x8 before the first block and to 1x1 at res5. "small" keeps
+    twice that resolution at 4x the FLOPs of res2..res5, "cifar" four times at 16x (bench.models).
     """
 
-    def __init__(self, c_in: int, c_out: int, temporal_kernel: int) -> None:
+    def __init__(self, c_in: int, c_out: int, temporal_kernel: int, kind: str = "imagenet") -> None:
         super().__init__()
-        self.conv = conv_bn(c_in, c_out, (temporal_kernel, 7, 7), (1, 2, 2))
+        if kind not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {kind!r}")
+        if kind == "imagenet":
+            self.conv = conv_bn(c_in, c_out, (temporal_kernel, 7, 7), (1, 2, 2))
+            self.pool: nn.Module = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        else:
+            s = 2 if kind == "small" else 1
+            self.conv = conv_bn(c_in, c_out, (temporal_kernel, 3, 3), (1, s, s))
+            self.pool = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.relu(self.conv(x)))

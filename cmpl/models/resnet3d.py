@@ -89,6 +89,7 @@ def resnet3d(
     dropout: float = 0.5,
     in_channels: int = 3,
     zero_init_residual: bool = True,
+    stem: str = "imagenet",
 ) -> ResNet3d:
     """Build a 3D-ResNet.
 
@@ -105,6 +106,8 @@ def resnet3d(
             "Accurate, Large Minibatch SGD"; PySlowFast's ZERO_INIT_FINAL_BN for its Kinetics
             recipes). The convs inside a branch then receive zero gradient until that gamma moves
             (after the first optimizer step).
+        stem: ``"imagenet"`` (7x7 stride 2 + max-pool, the paper's) or ``"small"`` (3x3 stride 1, no
+            pool: CIFAR ResNets' stem, for clips of a few dozen pixels).
 
     Returns:
         ResNet3d mapping `(N, in_channels, T, H, W)` to logits `(N, num_classes)`, any T >= 1.
@@ -122,7 +125,7 @@ def resnet3d(
     expansion = 4 if block is Bottleneck else 1
 
     c_in = _scaled(64, width)
-    stem = Stem(in_channels, c_in, stem_kt)
+    stem_module = Stem(in_channels, c_in, stem_kt, stem)
     stages = []
     for n_blocks, c_base, stride, kt in zip(blocks_per_stage, _STAGE_WIDTHS, _STAGE_STRIDES, stage_kts):
         c_inner = _scaled(c_base, width)
@@ -133,7 +136,7 @@ def resnet3d(
             c_in = c_out
         stages.append(nn.Sequential(*layers))
     model = ResNet3d(
-        stem, nn.Sequential(*stages), Head(c_in, num_classes, dropout), in_channels=in_channels
+        stem_module, nn.Sequential(*stages), Head(c_in, num_classes, dropout), in_channels=in_channels
     )
     _init_weights(model, zero_init_residual=zero_init_residual)
     return model

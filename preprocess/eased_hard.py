@@ -1,6 +1,7 @@
-"""Probe only: the hard synthetic variant with its nuisances scaled down, to find what makes it unlearnable.
+"""Probe only: the hard synthetic variant with its nuisances scaled down, to find what makes it unlearnable
+(results/hard_probe/README.md).
 
-    python results/hard_probe/eased_hard.py '{"tint_scale": 0.3, "pan_scale": 0, "actor_scale": 1.3}' \
+    python -m preprocess.eased_hard '{"tint_scale": 0.3, "pan_scale": 0, "actor_scale": 1.3}' \
         --variant hard --distractors 0 --out data/probe_easy --workers 1
 
 The first argument is a JSON object of knobs applied to every drawn scene; the rest goes to
@@ -58,12 +59,20 @@ def parse_knobs(text: str) -> dict:
     return knobs
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`python -m preprocess.eased_hard KNOBS_JSON [preprocess.synthetic options]`; exit 2 on bad knobs."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        knobs = parse_knobs(sys.argv[1] if len(sys.argv) > 1 else "")
+        knobs = parse_knobs(args[0] if args else "")
     except ValueError as e:
-        print(f"error: {e} (usage: eased_hard.py KNOBS_JSON --variant hard --out DIR --workers 1 ...)",
-              file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {e} (usage: python -m preprocess.eased_hard KNOBS_JSON --variant hard --out DIR "
+              "--workers 1 ...)", file=sys.stderr)
+        return 2
     synthetic.draw_hard_scene = eased(synthetic.draw_hard_scene, knobs)
-    sys.exit(synthetic.main(sys.argv[2:]))
+    return synthetic.main(args[1:])
+
+
+if __name__ == "__main__":
+    from preprocess.entry import run_main
+
+    run_main(main)
