@@ -180,9 +180,10 @@ with tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz") as t:
     done
   fi
   rm -rf "$unpack"
-  # A carried package shipping nvidia/__init__.py would make `nvidia` a regular package that hides the
-  # machine's own nvidia.* (cuDNN, cuBLAS) namespace portions; extend_path merges both.
-  if [ -f "$SITE/nvidia/__init__.py" ]; then
+  # `nvidia` must resolve to both $SITE/nvidia (DALI) and the machine's own nvidia/ (cuDNN, cuBLAS): if the
+  # machine's is a regular package (some wheel ships nvidia/__init__.py) it would hide ours. A regular
+  # package here, first on PYTHONPATH, whose extend_path adds every nvidia/ folder on sys.path, merges both.
+  if [ -d "$SITE/nvidia" ]; then
     printf '%s\n' '"""Merge every nvidia/ folder on sys.path (carried packages + the machine'"'"'s own)."""' \
       'from pkgutil import extend_path' '__path__ = extend_path(__path__, __name__)' > "$SITE/nvidia/__init__.py"
   fi
@@ -212,6 +213,10 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
             z.write(p, p.as_posix())' "$3/$1-0.1-py3-none-any.whl")
   }
   make_wheel gpucheck_fake gpucheck_fake "$tmp/dl/core" 2500000
+  make_wheel gpucheck_nv nvidia/gpucheck_nv "$tmp/dl/core" 0   # a namespace portion, like nvidia.dali
+  # The machine's own `nvidia` as a regular package (with __init__.py), which must not hide the carried one.
+  mkdir -p "$tmp/machine/nvidia/machine_lib" && touch "$tmp/machine/nvidia/__init__.py" \
+    && echo 'VALUE = 7' > "$tmp/machine/nvidia/machine_lib/__init__.py"
   make_wheel gpucheck_fallback gpucheck_fallback "$tmp/dl/fallback" 0
   CHUNK_MIB=1 MAX_PARTS=9 cmd_pack "$tmp/dl" "$tmp/out" >/dev/null
   local n; n=$(find "$tmp/out" -maxdepth 1 -name 'set*' | wc -l)
@@ -233,10 +238,11 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
   rm -rf "$tmp/carry" && cp -r "$tmp/out/set2" "$tmp/carry"
   STAGE="$tmp/stage" cmd_receive "$tmp/carry" >/dev/null
   (FALLBACK_MODULES=(gpucheck_fallback); STAGE="$tmp/stage"; SITE="$tmp/site"; cmd_install >/dev/null)
-  PYTHONPATH="$tmp/site" "$PYTHON" -c 'import gpucheck_fake, gpucheck_fallback
-assert gpucheck_fake.VALUE == 42 and gpucheck_fallback.VALUE == 42'
+  PYTHONPATH="$tmp/site:$tmp/machine" "$PYTHON" -c 'import gpucheck_fake, gpucheck_fallback
+import nvidia.gpucheck_nv, nvidia.machine_lib
+assert gpucheck_fake.VALUE == 42 and gpucheck_fallback.VALUE == 42 and nvidia.machine_lib.VALUE == 7'
   echo "selftest ok: fake package -> $n xz parts -> received one by one (missing and corrupt parts caught)" \
-       "-> unpacked without pip, fallback linked where missing -> imported"
+       "-> unpacked without pip, fallback linked where missing -> imported, nvidia.* merged with the machine's"
 }
 
 case "${1:-}" in

@@ -25,14 +25,15 @@ def is_complete(root: str | Path) -> bool:
 
 
 def ensure_synthetic(root: str | Path, extra_args: Sequence[str] = (),
-                     run: Callable[[list[str]], object] | None = None) -> bool:
-    """Generate the synthetic dataset at `root` (preprocess.synthetic + `extra_args`) unless it is complete.
+                     run: Callable[[list[str]], object] | None = None, generator: str = "preprocess.synthetic",
+                     ) -> bool:
+    """Generate a synthetic dataset at `root` (`generator` + `extra_args`) unless it is complete.
 
     `run` executes the command (default: subprocess.run(check=True)); returns whether it generated.
     """
     if is_complete(root):
         return False
-    print(f"generating the synthetic dataset in {root} (first use) ...", flush=True)
-    cmd = [sys.executable, "-m", "preprocess.synthetic", "--out", str(root), *extra_args]
+    print(f"generating the dataset in {root} (first use: python -m {generator}) ...", flush=True)
+    cmd = [sys.executable, "-m", generator, "--out", str(root), *extra_args]
     (run or (lambda c: subprocess.run(c, check=True)))(cmd)
     return True

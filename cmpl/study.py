@@ -1,8 +1,12 @@
-"""A grid of methods x splits x seeds on any dataset folder: train, evaluate (10 clips x 3 crops), report.
+"""A grid of methods x splits x seeds on any dataset folder: train, evaluate (the preset's test views), report.
 
-    python -m cmpl.study --data data/hard --splits 1pct 10pct all --seeds 0 1 2   # -> results/study_hard/
+    python -m cmpl.study --data data/digits --splits 1pct 10pct all --seeds 0 1 2   # -> results/study_digits/
     python -m cmpl.study --data data/synthetic --out results/ladder --grid ladder --jobs 2
     python -m cmpl.study --data DIR --out OUT --methods cmpl fixmatch --schedule.steps=300   # any override
+    python -m cmpl.study --data data/synthetic --preset demo --splits 1pct     # the old synthetic sets' preset
+
+The default preset is `digits`, the small-data recipe (cmpl/presets.py); class count, frames, fps and sizes
+come from the dataset folder. With optim.ema_decay > 0 (the recipe) F's EMA weights are evaluated too.
 
 Each (variant, split, seed) job runs, as separate processes (argument lists, no shell):
     python -m cmpl.train --preset PRESET --data.root DATA --run.dir RUNS/<variant>_<split>_seed<S>
@@ -12,8 +16,9 @@ The final weights (last.pt) are evaluated, never best.pt: best.pt is picked on t
 
 Grids (`--grid`): `table1` = supervised / FixMatch / CMPL (the paper's Table 1 rows); `ladder` = the paper's
 Table 2 (FixMatch -> + the auxiliary network on the same clip -> + its own frame rate -> + time offset) with
-Table 3's weight-shared "Primary" auxiliary (one network fed both clips, with and without the offset).
-Split `all` labels every training video: the supervised ceiling row (SSL methods need unlabeled videos
+Table 3's weight-shared "Primary" auxiliary (one network fed both clips, with and without the offset);
+`table6` = CMPL without L_s^A and/or L_u^A; `recipe` = supervised, FixMatch, then FixMatch with one key of the
+small-data recipe put back at a time. Split `all` labels every training video: the supervised ceiling row (SSL methods need unlabeled videos
 and are not run on it). Class count, frames, fps and resolution come from the dataset folder.
 
 Rerunning resumes: a finished training (RUN/study.json) is skipped, an interrupted one resumes from last.pt,

@@ -24,10 +24,10 @@ the auxiliary plainly (the paper's Fig. 1 complementarity); no class is asked of
 see at all.
 
 ## Nuisance, one distribution for every class (drawn in the same order whatever the label)
-- writer: a different real image per video; size: the digit's box is 30-64% of the frame side (2.1x);
-- hue: any hue, saturation 0.2-0.8, full value (the digit is always brighter than its background);
-- background: a grey level 15-95 with a tint, plus 3 static gratings (periods 8-40 px at 128) of contrast
-  0-22, new for every video; per-frame sensor noise of +-6 grey levels;
+- writer: a different real image per video; size: the digit's box is 36-74% of the frame side (2.1x);
+- hue: any hue, saturation 0-0.45, full value (the digit is always brighter than its background);
+- background: a grey level 10-80 with a tint, plus 3 static gratings (periods 8-40 px at 128) of contrast
+  0-14, new for every video; per-frame sensor noise of +-6 grey levels;
 - speed: drift 0.1-0.6% of the frame per frame in a random direction; swing amplitude 8-12% of the frame;
   period and phase per video. Objects bounce off the frame's edges (no wrap-around), so the whole digit and
   its swing stay in the frame.
@@ -163,13 +163,13 @@ def draw_scene(spec: DigitVideoSpec) -> DigitScene:
     s = spec.size
     random_law = LAWS[int(rng.integers(len(LAWS)))]
     law = CLASSES[spec.label] if spec.label >= len(DIGIT_NAMES) else random_law
-    box = int(round(rng.uniform(0.30, 0.64) * s))
-    hue, sat = rng.uniform(), rng.uniform(0.2, 0.8)
+    box = int(round(rng.uniform(0.36, 0.74) * s))
+    hue, sat = rng.uniform(), rng.uniform(0.0, 0.45)
     color = np.array(colorsys.hsv_to_rgb(hue, sat, 1.0), np.float32) * 255.0
-    level, tint = rng.uniform(15, 95), rng.uniform(-10, 10, 3)
+    level, tint = rng.uniform(10, 80), rng.uniform(-8, 8, 3)
     periods = np.exp(rng.uniform(np.log(8), np.log(40), 3)) * s / 128
     theta = rng.uniform(0, np.pi, 3)
-    contrast = rng.uniform(0, 22) * rng.dirichlet(np.ones(3))
+    contrast = rng.uniform(0, 14) * rng.dirichlet(np.ones(3))
     grating_phase = rng.uniform(0, 2 * np.pi, 3)
     speed, angle = rng.uniform(0.001, 0.006) * s, rng.uniform(0, 2 * np.pi)
     amplitude = rng.uniform(0.08, 0.12) * s

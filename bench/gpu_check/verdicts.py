@@ -67,8 +67,9 @@ def e2e_row(res: dict[str, Any], last: str) -> Result:
     verdict = judge_cmpl(res.get("records", []), res.get("rc", 1), last or res.get("records_error", ""),
                          res.get("steps_wanted", 1))
     mem = res.get("memory")
-    figure = (f"{fmt(res.get('videos_per_s'))} videos/s, data wait {fmt(100 * res['data_wait'] if 'data_wait' in res else None)}%"
-              f" of the time (records after the first), {res.get('codec')} on "
+    wait = 100 * res["data_wait"] if "data_wait" in res else None
+    figure = (f"{fmt(res.get('videos_per_s'))} videos/s, data wait {fmt(wait)}% of the time (records after "
+              f"the first), {res.get('codec')} on "
               f"{'the GPU' if mem else 'the CPU'}, {fmt(res.get('seconds'))} s in all")
     if mem:
         figure += (f"; peak GPU memory: torch {mem['torch_peak_reserved_gib']:.2f} GiB reserved "
