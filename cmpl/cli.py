@@ -1,8 +1,8 @@
 """Command-line frame shared by every cmpl entry point: `--preset NAME` / `--config FILE` (neither: the
-`demo` preset, as for every command that takes them), then `--section.key=value` overrides (cmpl.config
+`digits` preset, the small-data recipe, as for every command that takes them), then `--section.key=value` overrides (cmpl.config
 checks their types and ranges), other named options, and one-line errors.
 
-    python -m cmpl.config                                       # the demo preset as TOML
+    python -m cmpl.config                                       # the digits preset as TOML
     python -m cmpl.config --preset tiny --optim.lr=0.05        # print the resolved TOML
     python -m cmpl.config --preset k400_1pct_r50 > my.toml
     python -m cmpl.config --config my.toml --runtime.seed=1
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from cmpl import presets
 from cmpl.config import Config, ConfigError, apply_overrides, dumps, load, validate
 
-DEFAULT_PRESET = "demo"  # what every command taking --preset / --config uses without either
+DEFAULT_PRESET = "digits"  # what every command taking --preset / --config uses without either (cmpl.study too)
 
 
 def parse_argv(

@@ -24,6 +24,23 @@ def is_complete(root: str | Path) -> bool:
     return all((Path(root) / name).is_file() for name in MANIFESTS)
 
 
+# Presets whose default data folder is generated on first use: preset -> (generator module, its arguments).
+# The digits benchmark is written at the recipe's 32-px short side on the CPU (no resize per clip), at NVDEC's
+# 128-px minimum where a GPU decodes it.
+FIRST_USE = {"digits": ("preprocess.digits", {"cpu": ("--short-side", "32"), "cuda": ()}),
+             "demo": ("preprocess.synthetic", {"cpu": (), "cuda": ()})}
+
+
+def ensure_preset_data(preset: str, root: str | Path, default_root: str) -> bool:
+    """Generate the data of a FIRST_USE preset when `root` is that preset's default folder and incomplete."""
+    if preset not in FIRST_USE or str(root) != default_root:
+        return False
+    import torch
+
+    generator, args = FIRST_USE[preset]
+    return ensure_synthetic(root, args["cuda" if torch.cuda.is_available() else "cpu"], generator=generator)
+
+
 def ensure_synthetic(root: str | Path, extra_args: Sequence[str] = (),
                      run: Callable[[list[str]], object] | None = None, generator: str = "preprocess.synthetic",
                      ) -> bool:

@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Sequence
 
 from cmpl import registry
+from cmpl.cli import DEFAULT_PRESET  # "digits", the small-data recipe: sizes and classes come from --data
 from cmpl.atomic import write_json
 
 STATE_FILE = "study.json"
-DEFAULT_PRESET = "digits"  # the small-data recipe (cmpl/presets.py); it takes sizes and classes from --data
 EMA_SUFFIX = "_ema"  # an evaluation of a network's EMA weights: "primary_ema"
 SPLIT_ALL = "all"  # pipelines.dataset.ALL_LABELED
 

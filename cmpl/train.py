@@ -1,7 +1,7 @@
 r"""Train CMPL (or the FixMatch / supervised baselines). Rerunning the same command resumes the run.
 
 Single process (CPU or one GPU):
-    python -m cmpl.train                                   # demo preset on data/synthetic (made on first use)
+    python -m cmpl.train                                   # digits preset on data/digits (made on first use)
     python -m cmpl.train --preset tiny --data.root data/synthetic --run.dir runs/tiny
     python -m cmpl.train --preset k400_1pct_r50 --data.root data/k400 --run.dir runs/k400_1pct_r50
     python -m cmpl.train --config runs/X/config.toml --schedule.max_steps=100 --runtime.compile
@@ -40,21 +40,21 @@ import sys
 from typing import Sequence
 
 from cmpl import cli
-from cmpl.datasets import ensure_synthetic, require_dataset
+from cmpl.datasets import ensure_preset_data, require_dataset
 from cmpl.preemption import EXIT_INTERRUPTED  # 130: Ctrl-C twice; rerun the same command to resume
 
 
 def _run(argv: list[str]) -> None:
     # Config and data-folder errors are reported before the heavy imports (torch, DALI).
     cfg, opts = cli.resolve(argv)
-    from cmpl.presets import demo
+    from cmpl import presets
 
-    if (opts.get("preset") or cli.DEFAULT_PRESET) == "demo" and not opts.get("config") \
-            and cfg.data.root == demo().data.root:
+    preset = opts.get("preset") or cli.DEFAULT_PRESET
+    if not opts.get("config"):
         try:
-            ensure_synthetic(cfg.data.root)
+            ensure_preset_data(preset, cfg.data.root, presets.get(preset).data.root)
         except subprocess.CalledProcessError as e:
-            print(f"error: generating the synthetic dataset failed ({e})", file=sys.stderr)
+            print(f"error: generating the dataset failed ({e})", file=sys.stderr)
             raise SystemExit(1) from None
     require_dataset(cfg.data.root)
 

@@ -159,7 +159,7 @@ def _cluster(buf, pos: int, size: int, seg_end: int, starts, ends, tc_at, pts, k
         elif eid == SIMPLEBLOCK:
             if cluster_tc is None:
                 raise NotCuttable("SimpleBlock before its Cluster's Timecode")
-            track, q = _read_size(buf, p)  # the track number is a size-style vint
+            _, q = _read_size(buf, p)  # the track number (a size-style vint): the file has one track
             rel = struct.unpack_from(">h", buf, q)[0]
             flags = buf[q + 2]
             if flags & 0x06:
@@ -212,10 +212,11 @@ def cut(data, frames: np.ndarray, lay: Layout | None = None, num_frames: int | N
 
     buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     info = bytearray(buf[lay.info[0] : lay.info[1]])
-    if lay.duration is not None:
+    if lay.duration is not None and lay.duration[1] - lay.duration[0] in (4, 8):  # the new, shorter Duration
         a, b = (x - lay.info[0] for x in lay.duration)
-        last_len = float(struct.unpack(">d" if b - a == 8 else ">f", info[a:b])[0]) - float(lay.pts[-1] - lay.pts[0])
-        info[a:b] = struct.pack(">d" if b - a == 8 else ">f", float(new_pts[-1]) + max(last_len, 0.0))
+        fmt = ">d" if b - a == 8 else ">f"
+        last_len = struct.unpack(fmt, info[a:b])[0] - float(lay.pts[-1] - lay.pts[0])  # the last frame's
+        info[a:b] = struct.pack(fmt, float(new_pts[-1]) + max(last_len, 0.0))
     out = [bytes(buf[lay.ebml[0] : lay.ebml[1]]), _SEGMENT_UNKNOWN, bytes(info), bytes(buf[slice(*lay.tracks)])]
     cluster: list[bytes] = []
     cluster_tc = 0

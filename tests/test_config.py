@@ -166,9 +166,12 @@ def test_every_range_names_a_key_and_every_preset_is_in_range():
 
 
 def test_every_command_defaults_to_the_same_preset():
-    """cmpl.config and cmpl.train (and every command built on cli.resolve) use `demo` without --preset."""
-    assert cli.DEFAULT_PRESET == "demo"
+    """cmpl.config, cmpl.train and cmpl.study (and every command built on cli.resolve) use `digits` without
+    --preset."""
+    from cmpl import study
+
+    assert cli.DEFAULT_PRESET == study.DEFAULT_PRESET == "digits"
     cfg, _ = cli.resolve([])
-    assert cfg == presets.get("demo")
+    assert cfg == presets.get("digits")
     r = _cli()
-    assert r.returncode == 0 and config.from_dict(tomllib.loads(r.stdout)) == presets.get("demo")
+    assert r.returncode == 0 and config.from_dict(tomllib.loads(r.stdout)) == presets.get("digits")

@@ -1,4 +1,4 @@
-"""`make demo` in smoke mode, end to end on the real trainer, evaluator and synthetic generator, plus the
+"""`make demo` in smoke mode, end to end on the real trainer, evaluator and digits generator, plus the
 temporal probe on its CMPL run. The smoke run (one seed, a few steps, 1x1 eval, tiny dataset) is shared
 by the tests of this file."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cmpl.analysis import load_eval
-from cmpl.demo import FULL_EVAL_OVERRIDES, PRESET, DemoError, Progress, job, run_demo_job
+from cmpl.demo import DEMO_OVERRIDES, PRESET, DemoError, Progress, job, run_demo_job
 from cmpl.study import eval_command, train_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +36,15 @@ def test_smoke_demo_writes_table_and_plots_from_the_runs(smoke):
     readme = (out / "README.md").read_text()
     assert "SMOKE RUN" in readme
     for method, title in (("supervised", "Supervised"), ("fixmatch", "FixMatch"), ("cmpl", "CMPL")):
-        ev = load_eval(out / "runs" / f"{method}_1pct_seed0" / "eval.json")
-        assert ev.step == 4 and ev.views == (1, 1) and ev.num_videos == 8  # 4 classes x 2 val videos
+        ev = load_eval(out / "runs" / f"{method}_10pct_seed0" / "eval.json")
+        assert ev.step == 4 and ev.views == (1, 1) and ev.num_videos == 10  # 10 classes x 1 val video
         row = f"| {title} (F) | {ev.top1:.1f} | {ev.top5:.1f} | {ev.top1:.1f} | 1 |"
         assert row in readme, f"{row!r} not in README"
         assert f"{title:<12} {ev.top1:>14.1f}" in proc.stdout  # the table printed at the end
-    aux = load_eval(out / "runs" / "cmpl_1pct_seed0" / "eval_aux.json")
+    aux = load_eval(out / "runs" / "cmpl_10pct_seed0" / "eval_aux.json")
     assert f"| CMPL auxiliary A (not the reported model) | {aux.top1:.1f} |" in readme
-    assert "1-clip x 1-crop protocol on 8 val videos, after 4 training steps" in readme
+    assert "1-clip x 1-crop protocol on 10 val videos, after 4 training steps" in readme
+    assert "10%-labeled split" in readme
     assert "single split" in readme and "<!-- notes:begin -->" in readme
     for name in ("top1_f.png", "pseudo_labels.png", "per_class_f_vs_a.png"):
         data = (out / name).read_bytes()
@@ -65,7 +66,7 @@ def test_rerun_skips_finished_work_and_keeps_notes(smoke):
 
 def test_temporal_probe_on_the_smoke_cmpl_run(smoke):
     out, _ = smoke
-    run = out / "runs" / "cmpl_1pct_seed0"
+    run = out / "runs" / "cmpl_10pct_seed0"
     proc = subprocess.run([sys.executable, "-W", "ignore", "-m", "cmpl.analysis", "temporal", str(run),
                            "--clips", "1", "--crops", "1", "--out", str(out / "temporal.png")],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -74,22 +75,22 @@ def test_temporal_probe_on_the_smoke_cmpl_run(smoke):
     assert sorted(result["networks"]) == ["aux", "primary"]
     for rows in result["networks"].values():
         assert [r["stride"] for r in rows] == [1, 2, 4, 8]
-        assert all(r["total"] == 8 for r in rows)
+        assert all(r["total"] == 10 for r in rows)
         assert rows[0]["drop_ratio"] == 0 or rows[0]["top1"] == 0
     assert (out / "temporal.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_commands_are_argument_lists(tmp_path):
     j = job("cmpl", 2, tmp_path)
-    assert j.run_dir == tmp_path / "cmpl_1pct_seed2"
+    assert j.run_dir == tmp_path / "cmpl_10pct_seed2"
     cmd = train_command(j, tmp_path / "data", PRESET)
-    assert cmd[1:] == ["-m", "cmpl.train", "--preset", "demo", "--data.root", str(tmp_path / "data"),
-                       "--run.dir", str(j.run_dir), "--method.name=cmpl", "--data.split=1pct_seed2",
-                       "--runtime.seed=2"]
+    assert cmd[1:] == ["-m", "cmpl.train", "--preset", "digits", "--data.root", str(tmp_path / "data"),
+                       "--run.dir", str(j.run_dir), "--method.name=cmpl", "--data.split=10pct_seed2",
+                       "--runtime.seed=2", *DEMO_OVERRIDES]
     assert train_command(j, tmp_path, PRESET, 5)[-1] == "--schedule.max_steps=5"
-    ev = eval_command(j, "aux", FULL_EVAL_OVERRIDES)
+    ev = eval_command(j, "aux", ())
     assert ev[ev.index("--out") + 1] == str(j.run_dir / "eval_aux.json")
-    assert ev[-2:] == ["--data.eval_clips=10", "--data.eval_crops=3"]
+    assert "--data.eval_clips=10" not in ev  # the preset's test views
 
 
 def test_run_folder_from_another_command_is_refused(tmp_path):

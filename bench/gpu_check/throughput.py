@@ -25,7 +25,7 @@ SIZES = {"gpu": (40, 100, (256, 340)), "dry": (16, 24, (40, 56))}
 # Unlabeled samples per loader batch and (warm-up, timed) batches per backend; warm-up 3 > DALI's prefetch
 # depth 2, so the timed batches come at the steady rate, not from a queue filled during the build.
 BATCH = {"gpu": 16, "cpu": 4, "dry": 2}
-BATCHES = {"gpu": (3, 12), "cpu": (2, 4), "dry": (1, 2)}
+BATCHES = {"gpu": (3, 8), "cpu": (2, 4), "dry": (1, 2)}
 
 
 def loader_spec(preset: str, time_offset: float, weak_only: bool = True) -> Any:

@@ -134,7 +134,7 @@ def worker_train(args: argparse.Namespace) -> dict[str, Any]:
         torch.compile = lambda model, **kw: compile_fn(model, **{**kw, "backend": "aot_eager"})
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    warmup, steps = (1, 1) if dry else (3, 10)
+    warmup, steps = (1, 1) if dry else (2, 8)
     res = train_step.bench_mode(mode, preset, device, warmup, steps)
     res["shapes"] = shapes = train_step.shapes(preset)
     res["flops_per_step"] = cmpl_step_flops(shapes)["total"]
