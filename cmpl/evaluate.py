@@ -131,7 +131,7 @@ def load_network(path: str | Path, network: str = "primary",
         if ema:
             if owner not in ckpt.get("ema", {}):
                 raise ckpt_io.CheckpointError(f"{path} holds no EMA weights (train with --optim.ema_decay > 0)")
-            # torch.optim.swa_utils.AveragedModel's state: the module's under "module.", and its step count
+            # cmpl.ema.WeightEMA's state (AveragedModel's layout): the module's under "module.", and its step count
             state = {k.removeprefix("module."): v for k, v in ckpt["ema"][owner].items() if k != "n_averaged"}
     elif ema:
         raise ckpt_io.CheckpointError(f"{path} is an inference export: its EMA weights are in the run's last.pt")

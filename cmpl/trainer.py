@@ -27,6 +27,7 @@ from cmpl import distributed as dist_mod
 from cmpl import preemption, registry, run_lock, runtime
 from cmpl.components import (build_loaders, build_networks, build_optimizer, cosine_lambda, distinct, scaled_lr,
                              total_steps)
+from cmpl.ema import WeightEMA
 from cmpl.methods import build_task
 from cmpl.metrics_log import NullLogger, RunLogger, format_record
 from cmpl.run_folder import NewFolder
@@ -122,10 +123,8 @@ class Trainer:
         self.eval_nets = {r: self.plain[owner[r]] for r in networks}  # role -> module, for validation
         # optim.ema_decay > 0: an EMA of each network's weights and BN buffers, updated after every step on the
         # device (no sync), validated and checkpointed beside the raw networks.
-        self.ema = ({n: torch.optim.swa_utils.AveragedModel(
-                        m, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.optim.ema_decay),
-                        use_buffers=True)
-                     for n, m in self.plain.items()} if cfg.optim.ema_decay > 0 else {})
+        self.ema = ({n: WeightEMA(m, cfg.optim.ema_decay) for n, m in self.plain.items()}
+                    if cfg.optim.ema_decay > 0 else {})
         self.ema_eval_nets = {r: self.ema[owner[r]].module for r in networks} if self.ema else {}
         _seed_all(rt.seed + self.dist.rank)  # dropout etc. differ per rank from here on
 
@@ -241,7 +240,7 @@ class Trainer:
                 out = step_fn(to_device(lab, self.device, cl),
                               to_device(unl, self.device, cl) if unl is not None else None)
                 for name, ema in self.ema.items():
-                    ema.update_parameters(self.plain[name])
+                    ema.update(self.plain[name])
                 self.step += 1
                 window.add(out)
                 bar.update(1)

@@ -192,3 +192,30 @@ def test_report_curves_average_seeds_over_the_second_half(tmp_path):
     assert steps == [2, 4, 6, 8, 10] and mask[0] == pytest.approx(0.25)
     assert second_half(curves["mask_f"]) == pytest.approx(np.mean([0.65, 0.85, 1.05]))
     assert "mask_a" not in curves
+
+
+def test_weight_ema_matches_the_formula_and_averaged_models_layout():
+    from cmpl.ema import WeightEMA
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = WeightEMA(net, 0.9)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    ema.update(net)  # the first update copies
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.train()(torch.randn(4, 3))  # moves BN's running stats and num_batches_tracked
+    ema.update(net)
+    now = net.state_dict()
+    for k, v in ema.module.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * first[k] + 0.1 * now[k]), k
+        else:
+            assert torch.equal(v, now[k]), k
+    state = ema.state_dict()
+    assert int(state["n_averaged"]) == 2 and set(state) == {"n_averaged", *(f"module.{k}" for k in now)}
+    again = WeightEMA(net, 0.9)
+    again.load_state_dict(state)
+    assert again._count == 2
+    assert not any(p.requires_grad for p in ema.module.parameters())
