@@ -133,6 +133,18 @@ def plot_rows(table: dict, variants: Sequence[Any], splits: Sequence[str], path:
     return save_figure(fig, path)
 
 
+def paired_lines(table: dict, variants: Sequence[Any], splits: Sequence[str]) -> list[str]:
+    """One bullet per (row, baseline) pair and split: the sentence and the per-split differences."""
+    lines = []
+    for split in splits:
+        for a, b in comparisons(variants):
+            p = paired(table, a, b, split)
+            if p is not None:
+                lines.append(f"- {sentence(a, b, split, p)} Per split: "
+                             + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    return lines
+
+
 PL_CURVES = (("mask_f", "mask rate of F"), ("pl_acc_f", "pseudo-label accuracy for F"),
              ("mask_a", "mask rate of A"), ("pl_acc_a", "pseudo-label accuracy for A"))
 
@@ -212,21 +224,11 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
             per_e = ", ".join(f"{e[s]:.1f}" for s in sorted(e)) if e else ""
             lines.append(f"| {label} | {split} | {_pm(list(vals.values()))} | {per} | "
                          f"{_pm(list(e.values())) if e else ''} | {per_e} | {_pm(list(a.values())) if a else ''} |")
-    lines += ["", "## Paired differences (top-1 points of F, split by split)", ""]
-    for split in splits:
-        for a, b in comparisons(present):
-            p = paired(table, a, b, split)
-            if p is not None:
-                lines.append(f"- {sentence(a, b, split, p)} Per split: "
-                             + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+    lines += ["", "## Paired differences (top-1 points of F, split by split)", "",
+              *paired_lines(table, present, splits)]
     if table_ema:
-        lines += ["", "## Paired differences of the EMA weights (top-1 points of F's EMA, split by split)", ""]
-        for split in splits:
-            for a, b in comparisons(present):
-                p = paired(table_ema, a, b, split)
-                if p is not None:
-                    lines.append(f"- {sentence(a, b, split, p)} Per split: "
-                                 + ", ".join(f"{d:+.1f}" for d in p["diffs"]) + ".")
+        lines += ["", "## Paired differences of the EMA weights (top-1 points of F's EMA, split by split)", "",
+                  *paired_lines(table_ema, present, splits)]
     curves = pl_curves(results)
     if curves:
         lines += ["", "## Pseudo-labels over training", "",
