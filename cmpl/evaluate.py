@@ -166,9 +166,7 @@ def class_names(root: str, num_classes: int) -> list[str]:
 
 
 def default_out(checkpoint: Path, network: str, ema: bool = False) -> Path:
-    name = registry.role(network).eval_file
-    if ema:
-        name = name.replace(".json", "_ema.json")
+    name = registry.role(network).eval_name(ema)
     if checkpoint.parent.name == "checkpoints":
         return checkpoint.parent.parent / name
     return checkpoint.with_name(f"{checkpoint.stem}_{name}")

@@ -30,6 +30,10 @@ class Role:
         """(frames, stride) of this role's clips in a DataConfig."""
         return tuple(getattr(data_cfg, self.name))
 
+    def eval_name(self, ema: bool = False) -> str:
+        """RUN/<file> of this role's evaluation; `_ema` before `.json` for its EMA weights."""
+        return self.eval_file.replace(".json", "_ema.json") if ema else self.eval_file
+
     def model_name(self, model_cfg: Any) -> str:
         """Registry name (cmpl.models) of this role's network in a ModelConfig."""
         return getattr(model_cfg, self.name)

@@ -18,8 +18,8 @@ Grids (`--grid`): `table1` = supervised / FixMatch / CMPL (the paper's Table 1 r
 Table 2 (FixMatch -> + the auxiliary network on the same clip -> + its own frame rate -> + time offset) with
 Table 3's weight-shared "Primary" auxiliary (one network fed both clips, with and without the offset);
 `table6` = CMPL without L_s^A and/or L_u^A; `recipe` = supervised, FixMatch, then FixMatch with one key of the
-small-data recipe put back at a time. Split `all` labels every training video: the supervised ceiling row (SSL methods need unlabeled videos
-and are not run on it). Class count, frames, fps and resolution come from the dataset folder.
+small-data recipe put back at a time. Split `all` labels every training video: the supervised ceiling row
+(SSL methods need unlabeled videos and are not run on it). Class count, frames, fps and resolution come from the dataset folder.
 
 Rerunning resumes: a finished training (RUN/study.json) is skipped, an interrupted one resumes from last.pt,
 an existing eval JSON is kept. Output: OUT/results.json and OUT/README.md (tables, paired differences with
@@ -133,8 +133,7 @@ class Job:
 
     def eval_json(self, evaluation: str) -> Path:
         network = evaluation.removesuffix(EMA_SUFFIX)
-        name = registry.role(network).eval_file
-        return self.run_dir / (name.replace(".json", f"{EMA_SUFFIX}.json") if evaluation != network else name)
+        return self.run_dir / registry.role(network).eval_name(ema=evaluation != network)
 
 
 def _python(module: str, *args: str) -> list[str]:
