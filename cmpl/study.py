@@ -265,6 +265,17 @@ def plan_jobs(*, data: Path, runs: Path, variants: Sequence[Variant], splits: Se
     return jobs
 
 
+def default_jobs(device: str) -> int:
+    """Runs at once without --jobs. On a CPU a run keeps about 1.5 cores busy (one torch thread, one DALI
+    thread that waits part of the time), so one run per core fills the machine; more than 4 would only
+    multiply the memory. On a GPU one run at a time owns the device."""
+    from pipelines.device import resolve_device
+
+    if resolve_device(device) == "cuda":
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def run_jobs(jobs: Sequence[Job], *, workers: int, **kwargs) -> list[JobResult]:
     """Run the jobs, `workers` at a time, in grid order; the first failure stops the rest."""
     done = [0]
@@ -278,10 +289,22 @@ def run_jobs(jobs: Sequence[Job], *, workers: int, **kwargs) -> list[JobResult]:
         print(f"[{done[0]}/{len(jobs)}] {job.run_dir.name}: top-1 F {f1:.1f}%", flush=True)
         return res
 
+    return map_in_order(one, jobs, workers)
+
+
+def map_in_order(fn, items: Sequence, workers: int) -> list:
+    """`fn` over `items`, `workers` at a time, results in input order. The first failure (or Ctrl-C) cancels
+    the items not started yet: a broken setup fails once, not once per job."""
     if workers <= 1:
-        return [one(j) for j in jobs]
+        return [fn(i) for i in items]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, jobs))
+        futures = [pool.submit(fn, i) for i in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> list[Variant]:
@@ -325,7 +348,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p.add_argument("--methods", nargs="+", default=None, help="only these methods' rows")
     p.add_argument("--splits", nargs="+", default=["1pct"], help="split names in DATA/splits (+ 'all')")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="split and training seeds")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs in parallel (processes); default: one per core up to 4 on a CPU, 1 on a GPU")
     p.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"cmpl preset of every run (default {DEFAULT_PRESET}: the small-data recipe)")
     p.add_argument("--quiet", action="store_true", help="trainer output to RUN/study.log only")
@@ -354,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg, _ = cli.resolve(["--preset", args.preset, *overrides])
         except config.ConfigError as e:
             raise StudyError(str(e)) from None
+        if args.jobs is None:
+            args.jobs = default_jobs(cfg.data.device)
         if args.jobs < 1:
             raise StudyError(f"--jobs must be >= 1, got {args.jobs}")
         if not (args.data / "train.csv").is_file():

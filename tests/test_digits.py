@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from preprocess import digits
+from preprocess import PreprocessError, digits
 from preprocess.digits import CLASSES, DigitVideoSpec, render_digit_video, writer_index
 
 
@@ -89,3 +89,14 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert digits.main(["--out", str(tmp_path / "x"), "--per-class", "400"]) == 2
     assert "at most" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_box_and_swing_options_change_the_scene_and_are_checked():
+    wide = digits.draw_scene(DigitVideoSpec(8, "train", 0, 0, box=(0.28, 0.58), swing=(0.15, 0.20)))
+    assert 0.28 * 128 - 1 <= wide.box <= 0.58 * 128 + 1 and 0.15 * 128 <= wide.amplitude <= 0.20 * 128
+    assert repr(DigitVideoSpec(8, "train", 0, 0)) != repr(DigitVideoSpec(8, "train", 0, 0, swing=(0.15, 0.2)))
+    digits.check_geometry((0.28, 0.58), (0.15, 0.20))
+    with pytest.raises(PreprocessError, match="must be below 0.5"):
+        digits.check_geometry((0.36, 0.74), (0.15, 0.20))
+    with pytest.raises(PreprocessError, match="LO <= HI"):
+        digits.check_geometry((0.5, 0.4), (0.1, 0.1))

@@ -105,3 +105,41 @@ def test_study_runs_a_grid_with_the_ceiling_and_resumes(dataset, tmp_path):
     again = _study(*args)  # everything done: skipped, same results
     assert again.returncode == 0 and "skipped" in again.stdout
     assert json.loads((out / "results.json").read_text())["runs"] == runs
+
+
+def test_default_jobs_fill_the_cpu_cores_and_give_a_gpu_to_one_run(monkeypatch):
+    from cmpl import study
+
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert study.default_jobs("cpu") == 2
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert study.default_jobs("cpu") == 4  # memory, not cores, bounds it
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: {0})
+    assert study.default_jobs("cpu") == 1
+    import pipelines.device
+
+    monkeypatch.setattr(pipelines.device, "resolve_device", lambda name: "cuda")
+    assert study.default_jobs("auto") == 1
+
+
+def test_map_in_order_keeps_order_and_cancels_the_rest_after_a_failure():
+    import threading
+
+    from cmpl.study import StudyError, map_in_order
+
+    assert map_in_order(lambda x: x * x, [3, 1, 2], 2) == [9, 1, 4]
+    started, gate = [], threading.Event()
+
+    def job(i):
+        started.append(i)
+        if i == 0:
+            raise StudyError("job 0 broke")
+        gate.wait(2)  # job 1 holds the second worker until the failure is seen
+        return i
+
+    with pytest.raises(StudyError, match="job 0 broke"):
+        try:
+            map_in_order(job, list(range(6)), 2)
+        finally:
+            gate.set()
+    assert len(started) < 6  # jobs not started when job 0 failed were cancelled
