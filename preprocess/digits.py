@@ -29,8 +29,8 @@ see at all.
 - background: a grey level 10-80 with a tint, plus 3 static gratings (periods 8-40 px at 128) of contrast
   0-14, new for every video; per-frame sensor noise of +-6 grey levels;
 - speed: drift 0.1-0.6% of the frame per frame in a random direction; swing amplitude 8-12% of the frame
-  (`--swing`); period and phase per video. Objects bounce off the frame's edges (no wrap-around), so the whole digit and
-  its swing stay in the frame.
+  (`--swing`); period and phase per video. Objects bounce off the frame's edges (no wrap-around), so the
+  whole digit and its swing stay in the frame.
 
 Splits: 1pct = 1 labeled video per class, 10pct = 10% of --per-class (10 at the default 100); seeds 0, 1, 2.
 Determinism: video (subset, class, i) draws from numpy's PCG64 seeded with [seed, subset, class, i, 2].
@@ -62,7 +62,7 @@ TEMPO_DIGITS = (8, 9)
 # fast swing advances 0.4-0.44 cycles per sample (a zigzag) and the slow one 0.13-0.2.
 SLOW_PERIOD, FAST_PERIOD = (20.0, 30.0), (9.0, 10.0)
 # Fractions of the frame side: the digit's box (2.1x from smallest to largest) and the swing's amplitude.
-# `--box` / `--swing` change them; every published table used these defaults.
+# `--box` / `--swing` change them (the wide-swing variant: --box 0.28 0.58 --swing 0.15 0.20, docs/DIGITS.md).
 BOX, SWING = (0.36, 0.74), (0.08, 0.12)
 _SUBSETS = {"train": 0, "val": 1}
 _TAG = 2  # appended to the RNG seed: never the stream of another synthetic variant
