@@ -2,6 +2,7 @@
 
     python -m cmpl.study --data data/digits --splits 1pct 10pct all --seeds 0 1 2   # -> results/study_digits/
     python -m cmpl.study --data data/synthetic --out results/ladder --grid ladder --jobs 2
+    python -m cmpl.study --data data/digits --grid ladder --variants fixmatch aux_rates cmpl   # some rows
     python -m cmpl.study --data DIR --out OUT --methods cmpl fixmatch --schedule.steps=300   # any override
     python -m cmpl.study --data data/synthetic --preset demo --splits 1pct     # the old synthetic sets' preset
 
@@ -307,8 +308,10 @@ def map_in_order(fn, items: Sequence, workers: int) -> list:
             raise
 
 
-def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> list[Variant]:
-    """The grid's rows (filtered by `methods`), with `{primary}` filled from the preset's F clip."""
+def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str,
+                     names: Sequence[str] | None = None) -> list[Variant]:
+    """The grid's rows (filtered by `methods` and row `names`), with `{primary}` filled from the preset's F
+    clip."""
     from cmpl import presets
     from cmpl.config import ConfigError
 
@@ -317,6 +320,10 @@ def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> l
     for m in methods or ():
         if m not in registry.METHODS:
             raise StudyError(f"unknown method {m!r}; valid methods: {', '.join(registry.METHODS)}")
+    rows = [v.name for v in GRIDS[grid]]
+    for n in names or ():
+        if n not in rows:
+            raise StudyError(f"grid {grid!r} has no row {n!r}; its rows: {', '.join(rows)}")
     try:
         data = presets.get(preset).data
     except ConfigError as e:  # unknown preset
@@ -329,7 +336,7 @@ def resolve_variants(grid: str, methods: Sequence[str] | None, preset: str) -> l
         return option
 
     return [Variant(v.name, v.method, tuple(filled(o) for o in v.overrides), v.title)
-            for v in GRIDS[grid] if not methods or v.method in methods]
+            for v in GRIDS[grid] if (not methods or v.method in methods) and (not names or v.name in names)]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -346,6 +353,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     p.add_argument("--runs", type=Path, default=None, help="run folders (default OUT/runs)")
     p.add_argument("--grid", default="table1", help=f"one of {', '.join(GRIDS)} (default table1)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods' rows")
+    p.add_argument("--variants", nargs="+", default=None, help="only these rows of the grid (by name)")
     p.add_argument("--splits", nargs="+", default=["1pct"], help="split names in DATA/splits (+ 'all')")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="split and training seeds")
     p.add_argument("--jobs", type=int, default=None,
@@ -384,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise StudyError(f"--jobs must be >= 1, got {args.jobs}")
         if not (args.data / "train.csv").is_file():
             raise StudyError(f"{args.data}: not a dataset folder (no train.csv)")
-        variants = resolve_variants(args.grid, args.methods, args.preset)
+        variants = resolve_variants(args.grid, args.methods, args.preset, args.variants)
         jobs = plan_jobs(data=args.data, runs=args.runs or args.out / "runs", variants=variants,
                          splits=args.splits, seeds=args.seeds, extra=overrides, ema=cfg.optim.ema_decay > 0)
     except StudyError as e:

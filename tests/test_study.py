@@ -32,6 +32,7 @@ def dataset(tmp_path_factory) -> Path:
     (("--splits", "5pct"), "5pct_seed0.txt: no such split"),
     (("--methods", "mixmatch"), "unknown method 'mixmatch'"),
     (("--grid", "table9"), "unknown grid 'table9'"),
+    (("--grid", "ladder", "--variants", "cmpl", "aux"), "grid 'ladder' has no row 'aux'"),
     (("--optim.lrr=1",), "unknown config key optim.lrr"),
     (("--splits", "empty"), "empty_seed0.txt: split lists no videos"),
 ])
@@ -67,6 +68,8 @@ def test_ladder_rows_follow_the_paper():
     assert "--model.aux_shared=true" in rows["shared_rates"].overrides
     assert "--data.aux=4,8" in rows["aux_same_clip"].overrides  # the demo preset's F clip
     assert rows["cmpl"].overrides == ()  # full CMPL = the preset itself = table1's cmpl row
+    picked = resolve_variants("ladder", None, "demo", ["cmpl", "aux_same_clip"])
+    assert [v.name for v in picked] == ["aux_same_clip", "cmpl"]  # the grid's order, not the caller's
 
 
 def test_paired_interval_and_pairs():
