@@ -91,6 +91,9 @@ class MethodConfig:
     # "train" keeps dropout active (each pseudo-label is one dropout sample); "no_dropout" switches dropout
     # off for that forward, so the pseudo-label is the network's deterministic prediction.
     weak_forward: str = _choice("train", "train", "no_dropout")
+    # > 0: distribution alignment (ReMixMatch) of each network's weak predictions, with this momentum for the
+    # running mean prediction (cmpl/dist_align.py; 0.99 ~ ReMixMatch's 128-batch window). 0: off (the paper).
+    dist_align: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -350,6 +353,7 @@ RANGES: tuple[tuple[str, tuple[Callable[[float], bool], str], str], ...] = (
     ("model.num_classes", _at_least(0), "0: count ROOT/classes.txt"),
     ("method.threshold", _within(0, 1), "a confidence"),
     ("method.lambda_u", _at_least(0), ""),
+    ("method.dist_align", _within(0, 1, hi_open=True), "0: off"),
     ("optim.lr", _above(0), ""),
     ("optim.base_batch", _at_least(1), "videos"),
     ("optim.momentum", _within(0, 1, hi_open=True), ""),

@@ -30,6 +30,9 @@ labeled + strong ones). Dropout is active in the weak forward too unless `method
 deterministic prediction, not one dropout sample). The no_grad forward
 stores no activations, which a joint labeled + weak + strong forward would.
 
+With `method.dist_align` > 0 each network's weak prediction is distribution-aligned (cmpl/dist_align.py)
+before it becomes a pseudo-label; the Task then has state (`state_dict`), saved in checkpoints.
+
 Labeled and strong views go through each network in ONE forward (concatenated along N, split back), so BN
 sees one batch of B_l + B_u clips and a step costs one weak and one training forward per network.
 """
@@ -42,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from cmpl import registry
+from cmpl.dist_align import DistributionAlignment
 from cmpl.losses import SCHEMES, PseudoLabelFn, get_pseudo_label_losses, supervised_loss
 
 
@@ -102,11 +106,28 @@ class _Task:
 
     spec: registry.MethodSpec
 
-    def __init__(self, networks: Mapping[str, nn.Module]) -> None:
+    def __init__(self, networks: Mapping[str, nn.Module], *, dist_align: float = 0.0, num_classes: int = 0,
+                 ) -> None:
         missing = [r for r in self.spec.roles if r not in networks]
         if missing:
             raise ValueError(f"method {self.spec.name!r} needs networks for roles {', '.join(missing)}")
         self.networks: dict[str, nn.Module] = {r: networks[r] for r in self.spec.roles}
+        # One aligner per network whose weak view makes pseudo-labels (none for supervised training).
+        self.aligners: dict[str, DistributionAlignment] = (
+            {r: DistributionAlignment(num_classes, dist_align) for r in self.spec.roles}
+            if dist_align > 0 and self.spec.uses_unlabeled else {})
+
+    def _align(self, role: str, weak_logits: Tensor) -> Tensor:
+        return self.aligners[role](weak_logits) if role in self.aligners else weak_logits
+
+    def state_dict(self) -> dict[str, Any]:
+        """The Task's own state (the aligners' running means); empty without distribution alignment."""
+        return {f"dist_align_{r}": a.state_dict() for r, a in self.aligners.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for r, a in self.aligners.items():
+            if f"dist_align_{r}" in state:  # absent: a run that turned alignment on at resume starts it afresh
+                a.load_state_dict(state[f"dist_align_{r}"])
 
     @property
     def uses_unlabeled(self) -> bool:
@@ -119,7 +140,7 @@ class SupervisedTask(_Task):
     spec = registry.METHODS["supervised"]
 
     def __init__(self, networks: Mapping[str, nn.Module], **_: Any) -> None:
-        super().__init__(networks)
+        super().__init__(networks)  # no unlabeled clips: no aligners either
 
     def __call__(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None = None,
                  ) -> dict[str, Tensor]:
@@ -137,8 +158,9 @@ class FixMatchTask(_Task):
     spec = registry.METHODS["fixmatch"]
 
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
-                 loss_fn: PseudoLabelFn, weak_forward: str = "train", **_: Any) -> None:
-        super().__init__(networks)
+                 loss_fn: PseudoLabelFn, weak_forward: str = "train", dist_align: float = 0.0,
+                 num_classes: int = 0, **_: Any) -> None:
+        super().__init__(networks, dist_align=dist_align, num_classes=num_classes)
         self.weak_forward = weak_forward
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
@@ -149,6 +171,7 @@ class FixMatchTask(_Task):
         net = self.networks["primary"]
         with _weak_mode(net, self.weak_forward):  # BN in train mode on purpose: see the module docstring
             f_weak = net(_get(unlabeled, "primary_weak", "unlabeled"))
+        f_weak = self._align("primary", f_weak)
         f_l, f_strong = _forward_joint(net, _get(labeled, "primary", "labeled"),
                                        _get(unlabeled, "primary_strong", "unlabeled"))
         loss_s_f = supervised_loss(f_l, _get(labeled, "label", "labeled"))
@@ -173,10 +196,11 @@ class CMPLTask(_Task):
 
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
                  scheme: str = "cross", aux_supervised: bool = True, aux_unsupervised: bool = True,
-                 loss_fn: PseudoLabelFn, weak_forward: str = "train") -> None:
+                 loss_fn: PseudoLabelFn, weak_forward: str = "train", dist_align: float = 0.0,
+                 num_classes: int = 0) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
-        super().__init__(networks)
+        super().__init__(networks, dist_align=dist_align, num_classes=num_classes)
         self.threshold = float(threshold)
         self.lambda_u = float(lambda_u)
         self.scheme = scheme
@@ -202,6 +226,7 @@ class CMPLTask(_Task):
             f_weak = f_net(_get(unlabeled, "primary_weak", "unlabeled"))
         with _weak_mode(a_net, self.weak_forward):
             a_weak = a_net(_get(unlabeled, "aux_weak", "unlabeled"))
+        f_weak, a_weak = self._align("primary", f_weak), self._align("aux", a_weak)
         label_l = _get(labeled, "label", "labeled")
         f_l, f_strong = _forward_joint(f_net, _get(labeled, "primary", "labeled"),
                                        _get(unlabeled, "primary_strong", "unlabeled"))
@@ -228,16 +253,20 @@ class CMPLTask(_Task):
 TASKS: dict[str, type[_Task]] = {t.spec.name: t for t in (SupervisedTask, FixMatchTask, CMPLTask)}
 
 
-def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_loss: bool = False) -> _Task:
+def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_loss: bool = False,
+               num_classes: int = 0) -> _Task:
     """The Task of `method_cfg.name` (a key of cmpl.registry.METHODS).
 
-    method_cfg: any object with name, scheme, threshold, lambda_u, aux_supervised, aux_unsupervised.
+    method_cfg: any object with name, scheme, threshold, lambda_u, aux_supervised, aux_unsupervised (and
+    optionally weak_forward, dist_align).
     networks: {role: module} for (at least) the roles the method declares; extra roles are ignored.
     compile_loss: use the fused, torch.compile'd pseudo-label loss.
+    num_classes: K, needed only with method.dist_align > 0.
     """
     spec = registry.method(method_cfg.name)
     return TASKS[spec.name](networks, threshold=method_cfg.threshold, lambda_u=method_cfg.lambda_u,
                             scheme=method_cfg.scheme, aux_supervised=method_cfg.aux_supervised,
                             aux_unsupervised=method_cfg.aux_unsupervised,
                             loss_fn=get_pseudo_label_losses(compile_loss),
-                            weak_forward=getattr(method_cfg, "weak_forward", "train"))
+                            weak_forward=getattr(method_cfg, "weak_forward", "train"),
+                            dist_align=getattr(method_cfg, "dist_align", 0.0), num_classes=num_classes)

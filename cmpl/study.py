@@ -189,13 +189,37 @@ def fmt_seconds(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def config_digest(cmd: list[str]) -> str:
-    """SHA-256 of the resolved config a trainer command runs with (preset + overrides), as TOML."""
+def resolved_config(cmd: list[str]):
+    """The config a trainer command runs with (preset + overrides)."""
     from cmpl import cli
-    from cmpl.config import dumps
 
     cfg, _ = cli.resolve(cmd[3:])  # cmd = [python, -m, cmpl.train, ...]
-    return hashlib.sha256(dumps(cfg).encode()).hexdigest()
+    return cfg
+
+
+def config_digest(cmd: list[str]) -> str:
+    """SHA-256 of the resolved config a trainer command runs with, as TOML."""
+    from cmpl.config import dumps
+
+    return hashlib.sha256(dumps(resolved_config(cmd)).encode()).hexdigest()
+
+
+def trained_with(run_dir: Path, cmd: list[str]) -> bool:
+    """Whether RUN/config.toml (what the trainer ran with; keys added to cmpl since then read as their
+    defaults) is the config `cmd` resolves to: a new key at its default leaves earlier runs valid."""
+    from cmpl import config
+
+    saved = run_dir / "config.toml"
+    if not saved.is_file():
+        return False
+    try:
+        ran = config.load(saved)
+    except config.ConfigError:
+        return False
+    want = resolved_config(cmd)
+    if want.model.num_classes <= 0:  # the trainer saves the class count it read from the folder
+        ran = config.apply_overrides(ran, [("model.num_classes", str(want.model.num_classes))])
+    return ran == want
 
 
 @dataclass
@@ -215,6 +239,9 @@ def run_job(job: Job, *, data: Path, preset: str, views: Sequence[str], quiet: b
     cmd = train_command(job, data, preset, max_steps)
     log = job.run_dir / f"{Path(state_file).stem}.log"
     digest, worked = config_digest(cmd), False
+    if state.get("config_sha256") not in (None, digest) and trained_with(job.run_dir, cmd):
+        state["config_sha256"] = digest  # the same run; its digest differed only by keys added since
+        write_json(path, state)
     if state.get("config_sha256") not in (None, digest):
         raise StudyError(f"{job.run_dir} was trained with another config (the preset or the command changed "
                          f"since); delete it (rm -r {job.run_dir}) or give another --runs folder")

@@ -119,7 +119,7 @@ class Trainer:
         self.plain = {n: plain for n, (plain, _) in wrapped.items()}
         owner = {r: registry.network_of(r, aux_shared=cfg.model.aux_shared) for r in networks}
         self.task = build_task(cfg.method, {r: wrapped[owner[r]][1] for r in networks},
-                               compile_loss=rt.compile_loss)
+                               compile_loss=rt.compile_loss, num_classes=cfg.model.num_classes)
         self.eval_nets = {r: self.plain[owner[r]] for r in networks}  # role -> module, for validation
         # optim.ema_decay > 0: an EMA of each network's weights and BN buffers, updated after every step on the
         # device (no sync), validated and checkpointed beside the raw networks.
@@ -158,6 +158,8 @@ class Trainer:
         if self.unlabeled is not None:
             loaders["unlabeled"] = self.unlabeled.state_dict()
         extra = {"ema": {n: e.state_dict() for n, e in self.ema.items()}} if self.ema else {}
+        if self.task.state_dict():  # method state (distribution alignment's running means)
+            extra["task"] = self.task.state_dict()
         return {"models": {n: m.state_dict() for n, m in self.plain.items()}, **extra,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step / self.steps_per_epoch,
@@ -172,6 +174,7 @@ class Trainer:
                 e.load_state_dict(state["ema"][n])
             else:  # a run that turned the EMA on at resume starts it from the current weights
                 e.module.load_state_dict(state["models"][n])
+        self.task.load_state_dict(state.get("task", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -146,3 +146,20 @@ def test_map_in_order_keeps_order_and_cancels_the_rest_after_a_failure():
         finally:
             gate.set()
     assert len(started) < 6  # jobs not started when job 0 failed were cancelled
+
+
+def test_a_key_added_to_cmpl_since_a_run_at_its_default_keeps_the_run_valid(tmp_path):
+    from cmpl import config
+
+    cmd = ["python", "-m", "cmpl.train", "--preset", "tiny", "--run.dir", str(tmp_path), "--method.name=fixmatch"]
+    assert not study.trained_with(tmp_path, cmd)  # no config.toml: nothing ran
+    ran = config.apply_overrides(study.resolved_config(cmd), [("model.num_classes", "3")])  # as the trainer saves
+    config.save(ran, tmp_path / "config.toml")
+    assert study.trained_with(tmp_path, cmd)
+    # A run made before `method.dist_align` existed: its config.toml lacks the key, which reads as the default.
+    text = (tmp_path / "config.toml").read_text()
+    assert "dist_align = 0.0\n" in text
+    (tmp_path / "config.toml").write_text(text.replace("dist_align = 0.0\n", ""))
+    assert study.trained_with(tmp_path, cmd)
+    assert not study.trained_with(tmp_path, [*cmd, "--method.dist_align=0.9"])  # a real change is one
+    assert not study.trained_with(tmp_path, [*cmd, "--method.threshold=0.5"])

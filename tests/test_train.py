@@ -108,7 +108,8 @@ def test_warmup_steps_do_not_grow_with_the_labeled_set():
 
 def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     n = 2
-    common = ("--runtime.seed=3", "--run.checkpoint_every=1", "--run.log_every=1")
+    # With distribution alignment, the Task's running means are resumed too.
+    common = ("--runtime.seed=3", "--run.checkpoint_every=1", "--run.log_every=1", "--method.dist_align=0.9")
     straight = _start(_train_cmd(dataset, tmp_path / "straight", *common, f"--schedule.max_steps={2 * n}"))
     first = _start(_train_cmd(dataset, tmp_path / "resumed", *common, f"--schedule.max_steps={n}"))
     _finish(first)
@@ -130,6 +131,10 @@ def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     mom_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
     assert len(mom_a) == len(mom_b) > 0 and all(torch.equal(x, y) for x, y in zip(mom_a, mom_b))
     assert a["scheduler"] == b["scheduler"] and a["loaders"] == b["loaders"]
+    assert sorted(b["task"]) == ["dist_align_aux", "dist_align_primary"]
+    for k in b["task"]:
+        assert torch.equal(a["task"][k]["p_model"], b["task"][k]["p_model"]), k
+        assert not torch.allclose(b["task"][k]["p_model"], torch.full((3,), 1 / 3))  # it moved
 
     # The checkpoint dict of ARCHITECTURE.md section 5; only F in the inference export.
     assert {"models", "optimizer", "scheduler", "scaler", "step", "epoch", "rng", "loaders", "config",
@@ -164,10 +169,12 @@ _DDP_WORKER = textwrap.dedent("""
     cfg = presets.get("tiny")
     cfg.data.root, cfg.run.dir = sys.argv[1], sys.argv[2]
     cfg.schedule.max_steps = 2
+    cfg.method.dist_align = 0.9  # its running means are all_reduced over the ranks
     trainer = Trainer(cfg)
     trainer.run()
     params = {n: {k: p.detach() for k, p in m.named_parameters()} for n, m in trainer.plain.items()}
     torch.save(params, os.path.join(sys.argv[2], f"params_rank{trainer.dist.rank}.pt"))
+    torch.save(trainer.task.state_dict(), os.path.join(sys.argv[2], f"task_rank{trainer.dist.rank}.pt"))
 """)
 
 
@@ -192,6 +199,8 @@ def test_ddp_two_gloo_processes_keep_weights_identical(dataset, tmp_path):
     r0, r1 = _load(run / "params_rank0.pt"), _load(run / "params_rank1.pt")
     for net in ("primary", "aux"):
         _assert_same_tensors(r0[net], r1[net])
+    t0, t1 = _load(run / "task_rank0.pt"), _load(run / "task_rank1.pt")
+    assert t0.keys() == t1.keys() and all(torch.equal(t0[k]["p_model"], t1[k]["p_model"]) for k in t0)
     ckpt = _load(run / "checkpoints/last.pt")
     _assert_same_tensors({k: v for k, v in ckpt["models"]["primary"].items() if k in r0["primary"]},
                          r0["primary"])
