@@ -158,8 +158,9 @@ class Trainer:
         if self.unlabeled is not None:
             loaders["unlabeled"] = self.unlabeled.state_dict()
         extra = {"ema": {n: e.state_dict() for n, e in self.ema.items()}} if self.ema else {}
-        if self.task.state_dict():  # method state (distribution alignment's running means)
-            extra["task"] = self.task.state_dict()
+        task_state = self.task.state_dict()  # method state (distribution alignment's running means)
+        if task_state:
+            extra["task"] = task_state
         return {"models": {n: m.state_dict() for n, m in self.plain.items()}, **extra,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step / self.steps_per_epoch,
