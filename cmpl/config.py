@@ -94,6 +94,9 @@ class MethodConfig:
     # > 0: distribution alignment (ReMixMatch) of each network's weak predictions, with this momentum for the
     # running mean prediction (cmpl/dist_align.py; 0.99 ~ ReMixMatch's 128-batch window). 0: off (the paper).
     dist_align: float = 0.0
+    # > 0: lambda ramps linearly from 0 to `lambda_u` over this many optimizer steps (the ramp-up of Mean Teacher
+    # and MixMatch), so the few, often wrong, pseudo-labels of the first steps weigh little. 0: off (the paper).
+    lambda_warmup_steps: int = 0
 
 
 @dataclass(kw_only=True)
@@ -354,6 +357,7 @@ RANGES: tuple[tuple[str, tuple[Callable[[float], bool], str], str], ...] = (
     ("method.threshold", _within(0, 1), "a confidence"),
     ("method.lambda_u", _at_least(0), ""),
     ("method.dist_align", _within(0, 1, hi_open=True), "0: off"),
+    ("method.lambda_warmup_steps", _at_least(0), "0: off"),
     ("optim.lr", _above(0), ""),
     ("optim.base_batch", _at_least(1), "videos"),
     ("optim.momentum", _within(0, 1, hi_open=True), ""),

@@ -33,6 +33,10 @@ stores no activations, which a joint labeled + weak + strong forward would.
 With `method.dist_align` > 0 each network's weak prediction is distribution-aligned (cmpl/dist_align.py)
 before it becomes a pseudo-label; the Task then has state (`state_dict`), saved in checkpoints.
 
+With `method.lambda_warmup_steps` > 0 the unsupervised weight ramps linearly from 0 to lambda_u over that many
+steps; the loop sets `task.step` (optimizer steps done so far) before each call, and the result then holds
+the weight used as "lambda_u". The step is the trainer's (checkpointed there), so a resume ramps on exactly.
+
 Labeled and strong views go through each network in ONE forward (concatenated along N, split back), so BN
 sees one batch of B_l + B_u clips and a step costs one weak and one training forward per network.
 """
@@ -107,7 +111,7 @@ class _Task:
     spec: registry.MethodSpec
 
     def __init__(self, networks: Mapping[str, nn.Module], *, dist_align: float = 0.0, num_classes: int = 0,
-                 ) -> None:
+                 lambda_u: float = 0.0, lambda_warmup_steps: int = 0) -> None:
         missing = [r for r in self.spec.roles if r not in networks]
         if missing:
             raise ValueError(f"method {self.spec.name!r} needs networks for roles {', '.join(missing)}")
@@ -116,6 +120,16 @@ class _Task:
         self.aligners: dict[str, DistributionAlignment] = (
             {r: DistributionAlignment(num_classes, dist_align) for r in self.spec.roles}
             if dist_align > 0 and self.spec.uses_unlabeled else {})
+        self.lambda_u, self.lambda_warmup_steps = float(lambda_u), int(lambda_warmup_steps)
+        self.step = 0  # optimizer steps done before this call; set by the training loop
+
+    def _unlabeled_weight(self, stats: dict[str, Tensor], like: Tensor) -> float:
+        """lambda at `self.step` (a host float: no sync); recorded in `stats` while it ramps."""
+        if self.lambda_warmup_steps <= 0:
+            return self.lambda_u
+        weight = self.lambda_u * min(1.0, self.step / self.lambda_warmup_steps)
+        stats["lambda_u"] = like.new_full((), weight, dtype=torch.float32)
+        return weight
 
     def _align(self, role: str, weak_logits: Tensor) -> Tensor:
         return self.aligners[role](weak_logits) if role in self.aligners else weak_logits
@@ -159,11 +173,11 @@ class FixMatchTask(_Task):
 
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
                  loss_fn: PseudoLabelFn, weak_forward: str = "train", dist_align: float = 0.0,
-                 num_classes: int = 0, **_: Any) -> None:
-        super().__init__(networks, dist_align=dist_align, num_classes=num_classes)
+                 num_classes: int = 0, lambda_warmup_steps: int = 0, **_: Any) -> None:
+        super().__init__(networks, dist_align=dist_align, num_classes=num_classes, lambda_u=lambda_u,
+                         lambda_warmup_steps=lambda_warmup_steps)
         self.weak_forward = weak_forward
         self.threshold = float(threshold)
-        self.lambda_u = float(lambda_u)
         self.loss_fn = loss_fn
 
     def __call__(self, labeled: Mapping[str, Tensor], unlabeled: Mapping[str, Tensor] | None,
@@ -177,10 +191,9 @@ class FixMatchTask(_Task):
         loss_s_f = supervised_loss(f_l, _get(labeled, "label", "labeled"))
         # scheme "fixmatch" with F in both slots: l_F = p^F; the A half of the result is unused.
         pl = self.loss_fn(f_weak, f_weak, f_strong, f_strong, threshold=self.threshold, scheme="fixmatch")
-        loss = loss_s_f + self.lambda_u * pl.loss_f
         stats = {"loss_s_f": loss_s_f, "loss_u_f": pl.loss_f,
                  **pseudo_label_stats(pl.mask_f, pl.target_f, _get(unlabeled, "label", "unlabeled"), "f")}
-        return _finish(loss, stats)
+        return _finish(loss_s_f + self._unlabeled_weight(stats, loss_s_f) * pl.loss_f, stats)
 
 
 class CMPLTask(_Task):
@@ -197,12 +210,12 @@ class CMPLTask(_Task):
     def __init__(self, networks: Mapping[str, nn.Module], *, threshold: float, lambda_u: float,
                  scheme: str = "cross", aux_supervised: bool = True, aux_unsupervised: bool = True,
                  loss_fn: PseudoLabelFn, weak_forward: str = "train", dist_align: float = 0.0,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, lambda_warmup_steps: int = 0) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown pseudo-label scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
-        super().__init__(networks, dist_align=dist_align, num_classes=num_classes)
+        super().__init__(networks, dist_align=dist_align, num_classes=num_classes, lambda_u=lambda_u,
+                         lambda_warmup_steps=lambda_warmup_steps)
         self.threshold = float(threshold)
-        self.lambda_u = float(lambda_u)
         self.scheme = scheme
         self.aux_supervised = bool(aux_supervised)
         self.aux_unsupervised = bool(aux_unsupervised)
@@ -247,7 +260,7 @@ class CMPLTask(_Task):
         hidden = _get(unlabeled, "label", "unlabeled")
         stats.update(pseudo_label_stats(pl.mask_f, pl.target_f, hidden, "f"))
         stats.update(pseudo_label_stats(pl.mask_a, pl.target_a, hidden, "a"))
-        return _finish(sup + self.lambda_u * unsup, stats)
+        return _finish(sup + self._unlabeled_weight(stats, loss_s_f) * unsup, stats)
 
 
 TASKS: dict[str, type[_Task]] = {t.spec.name: t for t in (SupervisedTask, FixMatchTask, CMPLTask)}
@@ -258,7 +271,7 @@ def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_lo
     """The Task of `method_cfg.name` (a key of cmpl.registry.METHODS).
 
     method_cfg: any object with name, scheme, threshold, lambda_u, aux_supervised, aux_unsupervised (and
-    optionally weak_forward, dist_align).
+    optionally weak_forward, dist_align, lambda_warmup_steps).
     networks: {role: module} for (at least) the roles the method declares; extra roles are ignored.
     compile_loss: use the fused, torch.compile'd pseudo-label loss.
     num_classes: K, needed only with method.dist_align > 0.
@@ -269,4 +282,5 @@ def build_task(method_cfg: Any, networks: Mapping[str, nn.Module], *, compile_lo
                             aux_unsupervised=method_cfg.aux_unsupervised,
                             loss_fn=get_pseudo_label_losses(compile_loss),
                             weak_forward=getattr(method_cfg, "weak_forward", "train"),
-                            dist_align=getattr(method_cfg, "dist_align", 0.0), num_classes=num_classes)
+                            dist_align=getattr(method_cfg, "dist_align", 0.0), num_classes=num_classes,
+                            lambda_warmup_steps=getattr(method_cfg, "lambda_warmup_steps", 0))

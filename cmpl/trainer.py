@@ -241,6 +241,7 @@ class Trainer:
                 unl = next(unlabeled) if unlabeled is not None else None
                 window.wait += time.perf_counter() - t0
                 self._lr_used = self.optimizer.param_groups[0]["lr"]
+                self.task.step = self.step  # for a Task whose lambda ramps up (method.lambda_warmup_steps)
                 out = step_fn(to_device(lab, self.device, cl),
                               to_device(unl, self.device, cl) if unl is not None else None)
                 for name, ema in self.ema.items():

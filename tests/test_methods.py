@@ -236,3 +236,20 @@ def test_build_task_errors():
         build_task(method(), {"primary": Echo(), "aux": Echo()})(labeled, unlabeled)
     assert isinstance(build_task(method("supervised"), {"primary": Echo()}), SupervisedTask)
     assert isinstance(build_task(method("fixmatch"), {"primary": Echo()}), FixMatchTask)
+
+
+@pytest.mark.parametrize("name", ["cmpl", "fixmatch"])
+def test_lambda_warmup_ramps_the_unsupervised_weight(name):
+    labeled, unlabeled = echo_batches()
+    task = build_task(method(name, lambda_u=3.0, lambda_warmup_steps=4), {"primary": Echo(), "aux": Echo()})
+    unsup = ("loss_u_f", "loss_u_a") if name == "cmpl" else ("loss_u_f",)
+    sup = ("loss_s_f", "loss_s_a") if name == "cmpl" else ("loss_s_f",)
+    for step, weight in ((0, 0.0), (1, 0.75), (2, 1.5), (4, 3.0), (9, 3.0)):
+        task.step = step
+        out = task(labeled, unlabeled)
+        assert out["lambda_u"].item() == weight
+        expected = sum(out[k].item() for k in sup) + weight * sum(out[k].item() for k in unsup)
+        assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+        assert sum(out[k].item() for k in unsup) > 0  # the ramp, not an empty mask, sets the weight
+    plain = build_task(method(name, lambda_u=3.0), {"primary": Echo(), "aux": Echo()})(labeled, unlabeled)
+    assert "lambda_u" not in plain  # off: the paper's constant lambda, and no extra statistic

@@ -108,8 +108,9 @@ def test_warmup_steps_do_not_grow_with_the_labeled_set():
 
 def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     n = 2
-    # With distribution alignment, the Task's running means are resumed too.
-    common = ("--runtime.seed=3", "--run.checkpoint_every=1", "--run.log_every=1", "--method.dist_align=0.9")
+    # With distribution alignment, the Task's running means are resumed too; the lambda ramp follows the step.
+    common = ("--runtime.seed=3", "--run.checkpoint_every=1", "--run.log_every=1", "--method.dist_align=0.9",
+              f"--method.lambda_warmup_steps={2 * n}")
     straight = _start(_train_cmd(dataset, tmp_path / "straight", *common, f"--schedule.max_steps={2 * n}"))
     first = _start(_train_cmd(dataset, tmp_path / "resumed", *common, f"--schedule.max_steps={n}"))
     _finish(first)
@@ -152,6 +153,9 @@ def test_resume_equals_straight_run_and_run_folder(dataset, tmp_path):
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 2 * n + 1))  # no duplicates after the resume
     assert all(TRAIN_KEYS <= r.keys() for r in train), train[0].keys()
+    lambda_u = config.load(run / "config.toml").method.lambda_u
+    # Logged step s trained with the weight of s - 1 steps done: lambda_u * (s - 1) / warmup.
+    assert [r["lambda_u"] for r in train] == pytest.approx([lambda_u * s / (2 * n) for s in range(2 * n)])
     val = [r for r in records if r["kind"] == "val"]
     assert val and all(VAL_KEYS <= r.keys() for r in val)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
