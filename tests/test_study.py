@@ -97,13 +97,21 @@ def test_study_runs_a_grid_with_the_ceiling_and_resumes(dataset, tmp_path):
     assert keys == {("supervised", "1pct", 0), ("supervised", "1pct", 1), ("fixmatch", "1pct", 0),
                     ("fixmatch", "1pct", 1), ("supervised", "all", 0), ("supervised", "all", 1)}
     for x in runs:
-        assert set(x) == {"method", "variant", "split", "seed", "network", "top1", "top5", "run_dir"}
+        assert set(x) == {"method", "variant", "split", "seed", "network", "top1", "top5", "per_class", "run_dir"}
         assert 0.0 <= x["top1"] <= x["top5"] <= 1.0 and x["network"] == "primary"
-        assert json.loads((Path(x["run_dir"]) / "eval.json").read_text())["top1"] == x["top1"]
+        ev = json.loads((Path(x["run_dir"]) / "eval.json").read_text())
+        assert ev["top1"] == x["top1"] and ev["per_class"] == x["per_class"] and len(x["per_class"]) == 3
     readme = (out / "README.md").read_text()
     assert "ceiling: every training video labeled" in readme
     assert "On `1pct`, fixmatch − supervised" in readme and "over 2 splits" in readme
     assert "## Against chance" in readme and "% (3 classes)" in readme  # read from the dataset folder
+    # Per class: the mean over the two splits of each row's per-class accuracy, in the eval JSONs' class order.
+    classes = list(runs[0]["per_class"])
+    section = readme.split("## Per class (top-1 % of F, mean over the splits)")[1].split("##")[0]
+    assert f"| row | split | {' | '.join(classes)} |" in section
+    fm = [x["per_class"] for x in runs if x["variant"] == "fixmatch" and x["split"] == "1pct"]
+    means = " | ".join(f"{50 * (fm[0][c] + fm[1][c]):.1f}" for c in classes)
+    assert f"| FixMatch | 1pct | {means} |" in section
     assert (out / "top1.png").read_bytes()[:4] == b"\x89PNG"
     again = _study(*args)  # everything done: skipped, same results
     assert again.returncode == 0 and "skipped" in again.stdout

@@ -45,8 +45,24 @@ def rows(results: Sequence[Any]) -> list[dict[str, Any]]:
         for network, ev in r.evals.items():
             out.append({"method": r.job.method, "variant": r.job.variant.name, "split": r.job.split,
                         "seed": r.job.seed, "network": network, "top1": ev["top1"], "top5": ev["top5"],
-                        "run_dir": str(r.job.run_dir)})
+                        "per_class": ev.get("per_class", {}), "run_dir": str(r.job.run_dir)})
     return out
+
+
+def per_class_lines(rs: Sequence[dict], variants: Sequence[Any], splits: Sequence[str]) -> list[str]:
+    """A table of F's top-1 per class (%), mean over the splits of each (row, split): where a gain lands."""
+    classes = next((list(r["per_class"]) for r in rs if r["per_class"]), [])
+    if not classes:
+        return []
+    lines = ["| row | split | " + " | ".join(classes) + " |", "|---|---|" + "---:|" * len(classes)]
+    for split in splits:
+        for v in variants:
+            runs = [r["per_class"] for r in rs if r["network"] == "primary" and r["variant"] == v.name
+                    and r["split"] == split and r["per_class"]]
+            if runs:
+                cells = [f"{100 * statistics.fmean(pc.get(c, math.nan) for pc in runs):.1f}" for c in classes]
+                lines.append(f"| {v.title or v.name} | {split} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _by(rs: Sequence[dict], network: str = "primary") -> dict[tuple[str, str], dict[int, float]]:
@@ -229,6 +245,9 @@ def write_report(results: Sequence[Any], *, out: Path, variants: Sequence[Any], 
     if table_ema:
         lines += ["", "## Paired differences of the EMA weights (top-1 points of F's EMA, split by split)", "",
                   *paired_lines(table_ema, present, splits)]
+    per_class = per_class_lines(rs, present, splits)
+    if per_class:
+        lines += ["", "## Per class (top-1 % of F, mean over the splits)", "", *per_class]
     curves = pl_curves(results)
     if curves:
         lines += ["", "## Pseudo-labels over training", "",
