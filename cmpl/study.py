@@ -24,7 +24,8 @@ small-data recipe put back at a time. Split `all` labels every training video: t
 
 Rerunning resumes: a finished training (RUN/study.json) is skipped, an interrupted one resumes from last.pt,
 an existing eval JSON is kept. Output: OUT/results.json and OUT/README.md (tables, paired differences with
-95% intervals across splits, sentences computed from those numbers, the rows against chance, plots).
+95% intervals across splits, sentences computed from those numbers, F's per-class top-1, the rows against
+chance, plots).
 Bad input (unknown split, method or grid, an empty split) -> one line on stderr, exit 2, nothing written.
 """
 from __future__ import annotations
